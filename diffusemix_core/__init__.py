@@ -1,0 +1,48 @@
+"""DiffuseMix Studio's engine: label-preserving diffusion augmentation (DiffuseMix, CVPR 2024).
+
+The public names are imported lazily so that ``import diffusemix_core`` does not pull in torch::
+
+    from diffusemix_core import DiffuseMix, GenerationSettings
+    dm = DiffuseMix(settings=GenerationSettings(model="tiny-random"))
+    record = dm.augment("cat.jpg", seed=7)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "DiffuseMix": "engine",
+    "AugmentationRecord": "engine",
+    "Choice": "engine",
+    "GenerationSettings": "generation",
+    "Pix2PixGenerator": "generation",
+    "DEFAULT_MODEL": "generation",
+    "PromptLibrary": "prompts",
+    "FractalLibrary": "fractals",
+    "MASK_KINDS": "masks",
+    "make_mask": "masks",
+    "hybrid": "mixing",
+    "blend": "mixing",
+    "load_image": "images",
+    "drift_score": "drift",
+    "Workspace": "workspace",
+    "run_augment": "workspace",
+    "DiffuseMixError": "errors",
+    "BadImageError": "errors",
+    "ModelUnavailableError": "errors",
+    "BadPromptError": "errors",
+    "BadArgumentError": "errors",
+    "WorkspaceError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'diffusemix_core' has no attribute {name!r}")
