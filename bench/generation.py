@@ -1,0 +1,228 @@
+"""Generation throughput: the batched, cached engine (Pix2PixGenerator) versus one stock pipeline call per
+(image, prompt), the way the authors' public code runs InstructPix2Pix.
+
+    python bench/generation.py                       # tiny-random on CPU (+ random-full fp16 at 512 on a GPU)
+    python bench/generation.py --images 8 --prompts 9 --model random-full --dtype float16 --batch-size 8
+    python bench/generation.py --model random-full --flops-only --steps 1   # FLOP count only, no timing
+
+For each configuration it prints images/s for both, the text-encoder / VAE-encode / UNet / VAE-decode
+invocations of both (counted with forward hooks on the modules), the model FLOPs of one augmentation counted
+with torch.utils.flop_counter.FlopCounterMode (and the UNet's share), on CUDA the achieved TFLOP/s, and as the
+last line ``speedup_vs_reference: X`` (engine images/s / reference images/s; the last configuration run).
+Both sides get the same images already at the working size's aspect, the same prompts, seeds and settings,
+and both return Î resized back to the source size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from diffusemix_core.generation import (
+    COUNTER_NAMES,
+    GenerationRequest,
+    GenerationSettings,
+    Pix2PixGenerator,
+)
+
+log = logging.getLogger("bench.generation")
+PROMPTS = ("autumn", "snowy", "sunset", "watercolor art", "rainbow", "aurora", "mosaic", "ukiyo-e",
+           "a sketch with crayon")
+TEMPLATE = "A transformed version of image into {prompt}"
+
+
+@dataclass
+class Config:
+    model: str
+    resolution: int
+    steps: int
+    device: str
+    dtype: str
+    batch_size: int
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=4, help="N source images (default 4)")
+    p.add_argument("--prompts", type=int, default=3, help="k prompts per image (default 3, at most 9)")
+    p.add_argument("--resolution", type=int, default=512, help="working resolution, long side (default 512)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    p.add_argument("--model", default=None, help="model (default tiny-random; plus random-full fp16 on a GPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
+    p.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16 (default auto)")
+    p.add_argument("--batch-size", type=int, default=4, help="engine batch size (default 4)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--repeats", type=int, default=1, help="timed rounds, alternating; best kept (default 1)")
+    p.add_argument("--flops-only", action="store_true", help="only count the FLOPs of one augmentation")
+    return p.parse_args(argv)
+
+
+def make_sources(n: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth synthetic photos (seeded low-frequency noise, upsampled)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        small = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), dtype=np.uint8)
+        out.append(np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC)))
+    return out
+
+
+class CallCounter:
+    """Counts forward calls of the pipeline's text encoder, VAE encoder/decoder and UNet with hooks."""
+
+    def __init__(self, pipe) -> None:
+        modules = {"text_encoder": pipe.text_encoder, "vae_encode": pipe.vae.encoder, "unet": pipe.unet,
+                   "vae_decode": pipe.vae.decoder}
+        self.counts = dict.fromkeys(COUNTER_NAMES, 0)
+        self._handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in modules.items()]
+
+    def _hook(self, name):
+        def hook(module, args):
+            self.counts[name] += 1
+        return hook
+
+    def reset(self) -> None:
+        self.counts = dict.fromkeys(COUNTER_NAMES, 0)
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reference_generate(pipe, settings: GenerationSettings, request: GenerationRequest, size) -> np.ndarray:
+    """The authors' way: one stock pipeline call per (image, prompt), Î resized back to the source."""
+    h, w = request.image.shape[:2]
+    working = Image.fromarray(request.image).resize((size[1], size[0]), Image.LANCZOS)
+    out = pipe(
+        prompt=request.prompt_text, image=working, num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance_scale, image_guidance_scale=settings.image_guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(request.seed), output_type="np",
+    ).images[0]
+    image = Image.fromarray((out * 255).round().astype(np.uint8))
+    return np.asarray(image.resize((w, h), Image.LANCZOS))
+
+
+def count_flops(gen: Pix2PixGenerator, request: GenerationRequest) -> tuple[int, dict[str, int]]:
+    """FLOPs of one cold augmentation (prompt + empty prompt encoded, image encoded, all steps, decode)."""
+    gen.clear_caches()
+    with FlopCounterMode(display=False) as counter:
+        gen.generate([request], batch_size=1)
+    by_module = counter.get_flop_counts()
+    parts = {name: int(sum(by_module.get(key, {}).values())) for name, key in
+             (("text_encoder", "CLIPTextModel"), ("vae_encode", "Encoder"), ("unet", "UNet2DConditionModel"),
+              ("vae_decode", "Decoder"))}
+    return int(counter.get_total_flops()), parts
+
+
+def run_config(cfg: Config, n_images: int, n_prompts: int, flops_only: bool, repeats: int = 1) -> float | None:
+    settings = GenerationSettings(model=cfg.model, steps=cfg.steps, resolution=cfg.resolution,
+                                  device=cfg.device, dtype=cfg.dtype)
+    t0 = time.perf_counter()
+    gen = Pix2PixGenerator(settings)
+    gen.load()
+    pipe = gen.pipeline
+    device = gen.device
+    print(f"== model {cfg.model} | device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'})"
+          f" | dtype {gen.dtype} | resolution {cfg.resolution} | steps {cfg.steps} | load {time.perf_counter() - t0:.1f} s")
+    src_h, src_w = (cfg.resolution * 3) // 4, cfg.resolution  # a 4:3 landscape source at the working size
+    size = gen.working_size(src_h, src_w)
+    sources = make_sources(n_images + 1, src_h, src_w)
+    prompts = [TEMPLATE.format(prompt=p) for p in PROMPTS[:n_prompts]]
+    requests = [GenerationRequest(img, f"src{i}", text, seed=1000 * i + j)
+                for i, img in enumerate(sources[:n_images]) for j, text in enumerate(prompts)]
+    warm = GenerationRequest(sources[-1], "warm-up", "A transformed version of image into warm-up", seed=1)
+
+    flops, parts = count_flops(gen, warm)
+    per_step_unet = parts["unet"] / cfg.steps
+    print(f"flops_per_augmentation: {flops / 1e12:.3f} TFLOP ({size[0]}x{size[1]}, {cfg.steps} steps, cold caches)")
+    print("flops_breakdown: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP" for k, v in parts.items())
+          + f" | unet share {parts['unet'] / max(flops, 1):.1%} | unet per step {per_step_unet / 1e12:.3f} TFLOP")
+    if cfg.steps != 20:
+        est = flops - parts["unet"] + per_step_unet * 20
+        print(f"flops_per_augmentation_at_20_steps (extrapolated): {est / 1e12:.3f} TFLOP")
+    if flops_only:
+        return None
+
+    hooks = CallCounter(pipe)
+    ref_times, eng_times = [], []
+    try:
+        # warm-up both paths once (kernels, allocator); each timed round then starts with cold caches
+        reference_generate(pipe, settings, warm, size)
+        gen.generate([warm])
+        for _ in range(repeats):  # alternate the two, keep the best round of each (the machine may be shared)
+            hooks.reset()
+            sync(device)
+            t = time.perf_counter()
+            for r in requests:
+                reference_generate(pipe, settings, r, size)
+            sync(device)
+            ref_times.append(time.perf_counter() - t)
+            ref_counts = dict(hooks.counts)
+
+            gen.clear_caches()
+            for k in gen.counters:
+                gen.counters[k] = 0
+            hooks.reset()
+            sync(device)
+            t = time.perf_counter()
+            gen.generate(requests, batch_size=cfg.batch_size)
+            sync(device)
+            eng_times.append(time.perf_counter() - t)
+            eng_counts = dict(hooks.counts)
+    finally:
+        hooks.close()
+    ref_s, eng_s = min(ref_times), min(eng_times)
+    if eng_counts != gen.counters:
+        log.warning("engine counters %s differ from the hook counts %s", gen.counters, eng_counts)
+
+    n = len(requests)
+    ref_ips, eng_ips = n / ref_s, n / eng_s
+    print(f"workload: {n_images} images x {n_prompts} prompts = {n} augmentations, engine batch size {cfg.batch_size}")
+    for name, counts, secs, ips in (("reference", ref_counts, ref_s, ref_ips), ("engine", eng_counts, eng_s, eng_ips)):
+        print(f"{name}: {ips:.3f} images/s ({secs:.2f} s, best of {repeats}) | invocations: "
+              + ", ".join(f"{k} {counts[k]}" for k in COUNTER_NAMES))
+        if device.type == "cuda":
+            print(f"{name}_achieved: {flops * ips / 1e12:.1f} TFLOP/s (model FLOPs of one cold augmentation x images/s)")
+    speedup = eng_ips / ref_ips
+    print(f"speedup_vs_reference[{cfg.model}]: {speedup:.2f}")
+    return speedup
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not 1 <= args.prompts <= len(PROMPTS) or args.images < 1 or args.repeats < 1:
+        print(f"--images and --repeats must be >= 1 and --prompts from 1 to {len(PROMPTS)}", file=sys.stderr)
+        return 2
+    configs = [Config(args.model or "tiny-random", args.resolution, args.steps, args.device, args.dtype,
+                      args.batch_size)]
+    if args.model is None and torch.cuda.is_available():
+        configs.append(Config("random-full", 512, args.steps, "cuda", "float16", args.batch_size))
+    speedup = None
+    for cfg in configs:
+        speedup = run_config(cfg, args.images, args.prompts, args.flops_only, args.repeats)
+    if speedup is not None:
+        print(f"speedup_vs_reference: {speedup:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""DiffuseMix, one augmentation at a time or in batches (paper section 3.2, Algorithm 1).
+
+The story of one augmentation, top to bottom:
+
+1. ``sample``   draws the random choices of Algorithm 1 (prompt, mask, fractal, seed) from a seeded
+                ``numpy.random.Generator`` and returns them as plain :class:`Choice` values;
+2. ``generate`` turns (image, rendered prompt, seed) into Î with InstructPix2Pix (``generation.py``);
+3. ``mix``      applies the choices deterministically: H = M⊙I + (1−M)⊙Î, A = (1−λ)H + λF;
+4. the result is one :class:`AugmentationRecord` holding every stage and every choice.
+
+Because drawing is apart from applying, a record can be re-mixed (other λ, mask or fractal) without the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from .errors import BadArgumentError, BadPromptError
+from .fractals import FractalLibrary
+from .images import load_image
+from .masks import EXTRA_MASK_KINDS, MASK_KINDS, make_mask, mask_to_uint8
+from .mixing import blend, hybrid
+from .prompts import PromptLibrary
+
+if TYPE_CHECKING:  # generation imports torch; keep `import diffusemix_core.engine` light
+    from .generation import GenerationSettings, Pix2PixGenerator
+
+SEED_LIMIT = 2**31 - 1
+STAGE_NAMES = ("original", "generated", "mask", "hybrid", "fractal", "final")
+UPLOADED_FRACTAL_PREFIX = "upload:"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What Algorithm 1 draws for one augmentation, before anything is applied."""
+
+    prompt: str  # the raw prompt, e.g. "autumn" (the template is applied at generation time)
+    mask: str  # a mask kind, e.g. "left": the half of the original that is kept
+    fractal: str  # a fractal id of the library
+    seed: int  # the generation seed
+
+
+@dataclass
+class AugmentationRecord:
+    """One augmentation end to end: the six stages and every choice that made them."""
+
+    original: np.ndarray  # I, uint8 (h, w, 3)
+    generated: np.ndarray  # Î, uint8 (h, w, 3), resized back to the source's size
+    mask: np.ndarray  # M, (h, w) bool (or float in [0, 1] when feathered); True where I is kept
+    hybrid: np.ndarray  # H = M⊙I + (1−M)⊙Î
+    fractal: np.ndarray  # F, fitted to (h, w)
+    final: np.ndarray  # A = (1−λ)H + λF
+    prompt: str
+    prompt_text: str  # the prompt as the model saw it (template applied)
+    mask_kind: str
+    fractal_id: str
+    lam: float
+    seed: int  # the seed asked for
+    generation_seed: int  # the seed that made Î (differs from `seed` only when a degenerate output was retried)
+    feather: int
+    model: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    is_test_model: bool = False
+    label: str | None = None
+    source: str | None = None
+
+    def choices(self) -> dict[str, Any]:
+        """Every choice as a JSON-able dict (the manifest row, export row and UI panel are views of this)."""
+        return {
+            "prompt": self.prompt,
+            "prompt_text": self.prompt_text,
+            "mask": self.mask_kind,
+            "fractal": self.fractal_id,
+            "lam": self.lam,
+            "seed": self.seed,
+            "generation_seed": self.generation_seed,
+            "feather": self.feather,
+            "model": self.model,
+            "settings": dict(self.settings),
+            "is_test_model": self.is_test_model,
+            "label": self.label,
+            "source": self.source,
+        }
+
+    def stages(self) -> dict[str, np.ndarray]:
+        """The six stages as displayable uint8 images, keyed by STAGE_NAMES."""
+        return {
+            "original": self.original,
+            "generated": self.generated,
+            "mask": mask_to_uint8(self.mask),
+            "hybrid": self.hybrid,
+            "fractal": self.fractal,
+            "final": self.final,
+        }
+
+
+def image_key(image: np.ndarray) -> str:
+    """Content hash of a decoded image (shape + pixels): identifies a source for the latent cache."""
+    digest = hashlib.sha256(str(image.shape).encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()
+
+
+def check_lam(lam: float) -> float:
+    lam = float(lam)
+    if not 0.0 <= lam <= 1.0 or np.isnan(lam):
+        raise BadArgumentError(f"λ (lam) must be in [0, 1], got {lam}; the paper uses 0.2.")
+    return lam
+
+
+def check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or int(seed) != seed or not 0 <= int(seed) <= SEED_LIMIT:
+        raise BadArgumentError(f"seed must be an integer in [0, {SEED_LIMIT}], got {seed!r}.")
+    return int(seed)
+
+
+class DiffuseMix:
+    """The DiffuseMix augmentation: prompts × masks × fractals × λ over an InstructPix2Pix generator.
+
+    >>> dm = DiffuseMix(settings=GenerationSettings(model="tiny-random"))   # doctest: +SKIP
+    >>> record = dm.augment("cat.jpg", seed=7)                                # doctest: +SKIP
+    >>> record.final.shape, record.choices()["prompt"]                        # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        prompts: PromptLibrary | Sequence[str] | None = None,
+        fractals: FractalLibrary | None = None,
+        masks: Sequence[str] = MASK_KINDS,
+        lam: float = 0.2,
+        settings: GenerationSettings | None = None,
+        seed: int = 0,
+        feather: int = 0,
+        generator: Pix2PixGenerator | None = None,
+    ) -> None:
+        if prompts is None:
+            prompts = PromptLibrary.default()
+        elif not isinstance(prompts, PromptLibrary):
+            prompts = PromptLibrary.from_texts(list(prompts))
+        prompts.validate()
+        self.prompts = prompts
+        self.fractals = fractals if fractals is not None else FractalLibrary.default()
+        if len(self.fractals) == 0:
+            raise BadArgumentError("the fractal library is empty; point it at a folder of images.")
+        self.masks = tuple(check_mask_kind(kind) for kind in masks)
+        if not self.masks:
+            raise BadArgumentError(f"at least one mask kind is needed; choose from {MASK_KINDS}.")
+        self.lam = check_lam(lam)
+        self.feather = int(feather)
+        if self.feather < 0:
+            raise BadArgumentError(f"feather must be >= 0 pixels, got {feather}.")
+        if generator is not None:
+            self.generator = generator
+        else:
+            from .generation import GenerationSettings, Pix2PixGenerator
+
+            self.generator = Pix2PixGenerator(settings or GenerationSettings())
+        self._rng = np.random.default_rng(check_seed(seed))
+
+    @property
+    def settings(self) -> GenerationSettings:
+        return self.generator.settings
+
+    # 1. sample ----------------------------------------------------------------------------------------
+    def sample(
+        self,
+        rng: np.random.Generator,
+        n: int = 1,
+        *,
+        prompt: str | None = None,
+        mask: str | None = None,
+        fractal: str | None = None,
+    ) -> list[Choice]:
+        """Draw n choices of Algorithm 1 from `rng`; a fixed prompt/mask/fractal overrides its draw.
+
+        Every value is drawn whether or not it is fixed, so fixing one choice never shifts the others.
+        """
+        enabled = self.prompts.enabled()
+        if not enabled:
+            raise BadPromptError("no prompt is enabled in the prompt library; enable at least one.")
+        if prompt is not None and not prompt.strip():
+            raise BadPromptError("the prompt is empty; give a prompt text or leave it to be drawn.")
+        if mask is not None:
+            check_mask_kind(mask)
+        if fractal is not None and fractal not in self.fractals.ids:
+            raise BadArgumentError(f"unknown fractal {fractal!r}; the library has {len(self.fractals)} ids.")
+        choices = []
+        for _ in range(n):
+            drawn_prompt = enabled[int(rng.integers(len(enabled)))]
+            seed = int(rng.integers(0, SEED_LIMIT))
+            drawn_mask = self.masks[int(rng.integers(len(self.masks)))]
+            drawn_fractal = self.fractals.ids[int(rng.integers(len(self.fractals)))]
+            choices.append(
+                Choice(
+                    prompt=prompt if prompt is not None else drawn_prompt,
+                    mask=mask if mask is not None else drawn_mask,
+                    fractal=fractal if fractal is not None else drawn_fractal,
+                    seed=seed,
+                )
+            )
+        return choices
+
+    # 2 + 3. generate and mix ----------------------------------------------------------------------------
+    def augment(
+        self,
+        image: Any,
+        *,
+        prompt: str | None = None,
+        mask: str | None = None,
+        fractal: str | None = None,
+        seed: int | None = None,
+        lam: float | None = None,
+        label: str | None = None,
+        source: str | None = None,
+    ) -> AugmentationRecord:
+        """One augmentation of `image` (a path, bytes, PIL image or uint8 array).
+
+        With `seed`, the choices are drawn from ``default_rng(seed)`` and Î is generated with `seed`, so the same
+        seed gives the same record; without it the seed comes from the instance's own seeded stream.
+        """
+        original = load_image(image)
+        if seed is None:
+            seed = int(self._rng.integers(0, SEED_LIMIT))
+        seed = check_seed(seed)
+        choice = self.sample(np.random.default_rng(seed), 1, prompt=prompt, mask=mask, fractal=fractal)[0]
+        choice = dataclasses.replace(choice, seed=seed)
+        return self.augment_batch([original], [choice], lam=lam, labels=[label], sources=[source])[0]
+
+    def augment_batch(
+        self,
+        images: Sequence[np.ndarray],
+        choices: Sequence[Choice],
+        *,
+        image_keys: Sequence[str] | None = None,
+        lam: float | None = None,
+        batch_size: int = 4,
+        labels: Sequence[str | None] | None = None,
+        sources: Sequence[str | None] | None = None,
+        progress=None,
+    ) -> list[AugmentationRecord]:
+        """Augment images[i] with choices[i] for every i, generating in batches.
+
+        The same image may appear several times (one entry per augmentation slot); give `image_keys` (e.g. the
+        file's sha256) so each distinct image is VAE-encoded once, otherwise keys are content hashes.
+        """
+        from .generation import GenerationRequest
+
+        if len(images) != len(choices):
+            raise BadArgumentError(f"{len(images)} images but {len(choices)} choices; give one choice per image.")
+        lam = self.lam if lam is None else check_lam(lam)
+        keys = list(image_keys) if image_keys is not None else [image_key(img) for img in images]
+        requests = [
+            GenerationRequest(image=img, image_key=key, prompt_text=self.prompts.render(c.prompt), seed=c.seed)
+            for img, key, c in zip(images, keys, choices)
+        ]
+        results = self.generator.generate(requests, batch_size=batch_size, progress=progress)
+        labels = list(labels) if labels is not None else [None] * len(images)
+        sources = list(sources) if sources is not None else [None] * len(images)
+        records = []
+        for img, choice, request, result, label, source in zip(images, choices, requests, results, labels, sources):
+            mask, hyb, frac, final = self.mix(
+                img, result.image, mask_kind=choice.mask, fractal_id=choice.fractal, lam=lam, feather=self.feather
+            )
+            records.append(
+                AugmentationRecord(
+                    original=img,
+                    generated=result.image,
+                    mask=mask,
+                    hybrid=hyb,
+                    fractal=frac,
+                    final=final,
+                    prompt=choice.prompt,
+                    prompt_text=request.prompt_text,
+                    mask_kind=choice.mask,
+                    fractal_id=choice.fractal,
+                    lam=lam,
+                    seed=choice.seed,
+                    generation_seed=result.seed,
+                    feather=self.feather,
+                    model=self.settings.model,
+                    settings=self.settings.cache_key(),
+                    is_test_model=self.generator.is_test_model,
+                    label=label,
+                    source=source,
+                )
+            )
+        return records
+
+    def mix(
+        self,
+        original: np.ndarray,
+        generated: np.ndarray,
+        *,
+        mask_kind: str,
+        fractal_id: str,
+        lam: float,
+        feather: int = 0,
+        fractal_image: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Apply choices deterministically: returns (M, H, F, A). No model call.
+
+        `fractal_image` (any size) replaces the library lookup, for a fractal the user brought.
+        """
+        h, w = original.shape[:2]
+        mask = make_mask(check_mask_kind(mask_kind), h, w, feather=feather)
+        frac = self.fractals.fit(fractal_id, h, w) if fractal_image is None else fit_image(fractal_image, h, w)
+        hyb = hybrid(original, generated, mask)
+        return mask, hyb, frac, blend(hyb, frac, check_lam(lam))
+
+    def remix(
+        self,
+        record: AugmentationRecord,
+        *,
+        lam: float | None = None,
+        mask: str | None = None,
+        fractal: str | np.ndarray | None = None,
+    ) -> AugmentationRecord:
+        """The same Î re-mixed with another λ, mask kind or fractal (an id, or an image the user brought)."""
+        lam = record.lam if lam is None else check_lam(lam)
+        mask_kind = record.mask_kind if mask is None else mask
+        fractal_image = None
+        if fractal is None:
+            fractal_id = record.fractal_id
+            if fractal_id.startswith(UPLOADED_FRACTAL_PREFIX):
+                fractal_image = record.fractal
+        elif isinstance(fractal, np.ndarray):
+            fractal_image = load_image(fractal)
+            fractal_id = UPLOADED_FRACTAL_PREFIX + image_key(fractal_image)[:12]
+        else:
+            fractal_id = fractal
+        m, hyb, frac, final = self.mix(
+            record.original,
+            record.generated,
+            mask_kind=mask_kind,
+            fractal_id=fractal_id,
+            lam=lam,
+            feather=record.feather,
+            fractal_image=fractal_image,
+        )
+        return dataclasses.replace(
+            record, mask=m, hybrid=hyb, fractal=frac, final=final, mask_kind=mask_kind, fractal_id=fractal_id, lam=lam
+        )
+
+
+def check_mask_kind(kind: str) -> str:
+    if kind not in MASK_KINDS + EXTRA_MASK_KINDS:
+        raise BadArgumentError(f"unknown mask kind {kind!r}; choose from {MASK_KINDS + EXTRA_MASK_KINDS}.")
+    return kind
+
+
+def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize-and-centre-crop an arbitrary image to (height, width), as the fractal library does."""
+    from . import fractals
+
+    return fractals.fit_to(image, height, width)

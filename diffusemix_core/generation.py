@@ -1,0 +1,708 @@
+"""The diffusion side of DiffuseMix: model names, pipeline loading and a batched, cached denoising loop.
+
+Generation is InstructPix2Pix (diffusers' ``StableDiffusionInstructPix2PixPipeline``) with the Euler-ancestral
+scheduler, as in the authors' public code. :class:`Pix2PixGenerator` runs the pipeline's own components
+(tokenizer, text encoder, VAE, UNet, scheduler) in a loop of its own because the stock ``__call__`` cannot reuse
+work across calls; the loop keeps the stock behaviour step for step:
+
+* each distinct rendered prompt (and the empty negative prompt) goes through the text encoder once;
+* each distinct source image (``image_key``) is VAE-encoded once, ``latent_dist.mode()`` unscaled, as the
+  pipeline's ``prepare_image_latents`` does;
+* requests of the same working size are denoised together, and classifier-free guidance runs its three branches
+  (text+image, image only, neither) in ONE UNet call per step;
+* every request draws its initial noise and its Euler-ancestral step noise from its own CPU ``torch.Generator``
+  seeded with the request's seed, so a result does not depend on the rest of its batch, and a request equals a
+  stock pipeline call made with ``generator=torch.Generator().manual_seed(seed)`` (tests check both).
+
+Model names: ``tiny-random`` (an untrained miniature built offline from configs, for tests and demos),
+``random-full`` (the full SD-1.5-shaped architecture with random weights, for compute benchmarks), a local
+diffusers folder, or a Hugging Face id that must already be in the local cache unless the environment variable
+``DIFFUSEMIX_ALLOW_DOWNLOAD=1`` allows a download.
+
+torch and diffusers are imported lazily so that ``import diffusemix_core`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .errors import BadArgumentError, DiffuseMixError, ModelUnavailableError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "TEST_MODELS",
+    "COUNTER_NAMES",
+    "GenerationSettings",
+    "GenerationRequest",
+    "GenerationResult",
+    "Pix2PixGenerator",
+    "build_tiny_random_pipeline",
+    "build_random_full_pipeline",
+    "load_pipeline",
+    "working_size",
+    "write_tiny_tokenizer_files",
+    "TINY_TOKENIZER_DIR",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "timbrooks/instruct-pix2pix"
+TEST_MODELS = ("tiny-random", "random-full")
+COUNTER_NAMES = ("text_encoder", "vae_encode", "unet", "vae_decode")
+ALLOW_DOWNLOAD_ENV = "DIFFUSEMIX_ALLOW_DOWNLOAD"
+TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "tiny_tokenizer"
+SCHEDULER_NAME = "EulerAncestralDiscreteScheduler"
+
+MAX_DEGENERATE_RETRIES = 3
+BLACK_MAX_VALUE = 2  # an output whose brightest channel value is <= this counts as all black
+MIN_RESOLUTION, MAX_RESOLUTION = 64, 4096
+MAX_STEPS = 1000
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_PROMPT_CACHE_SIZE = 1024
+_LATENT_CACHE_SIZE = 512
+
+# Stable Diffusion 1.x noise schedule (what timbrooks/instruct-pix2pix ships), used by the test models.
+_SD_SCHEDULE = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+)
+
+
+# --------------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything that chooses and runs the diffusion model.
+
+    Defaults follow the authors' public implementation where the paper is silent (Euler-ancestral scheduler,
+    guidance 4.0, image guidance 1.5, 512 working resolution), except the step count: 20 instead of the
+    pipeline's default 100 (``steps=100`` reproduces theirs). ``resolution`` is the long side of the working
+    size; the aspect ratio is kept (see :func:`working_size`). ``device="auto"`` picks CUDA when available;
+    ``dtype="auto"`` is float16 on CUDA and float32 elsewhere.
+    """
+
+    model: str = DEFAULT_MODEL
+    steps: int = 20
+    guidance_scale: float = 4.0
+    image_guidance_scale: float = 1.5
+    resolution: int = 512
+    device: str = "auto"
+    dtype: str = "auto"
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise BadArgumentError(f"Bad model {self.model!r}: pass a diffusers model id, a local folder or 'tiny-random'.")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            raise BadArgumentError(f"Bad number of steps {self.steps!r}: pass an integer from 1 to {MAX_STEPS} (default 20).")
+        for name in ("guidance_scale", "image_guidance_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise BadArgumentError(f"Bad {name} {value!r}: pass a finite number >= 0 (default {getattr(GenerationSettings, name)}).")
+        r = self.resolution
+        if isinstance(r, bool) or not isinstance(r, int) or r % 8 or not MIN_RESOLUTION <= r <= MAX_RESOLUTION:
+            raise BadArgumentError(
+                f"Bad resolution {r!r}: pass a multiple of 8 from {MIN_RESOLUTION} to {MAX_RESOLUTION} (default 512)."
+            )
+        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
+            raise BadArgumentError(f"Bad device {self.device!r}: pass auto, cpu, cuda, cuda:N or mps.")
+        if self.dtype not in _DTYPES:
+            raise BadArgumentError(f"Bad dtype {self.dtype!r}: pass one of {', '.join(_DTYPES)}.")
+        if self.revision is not None and (not isinstance(self.revision, str) or not self.revision.strip()):
+            raise BadArgumentError(f"Bad revision {self.revision!r}: pass a branch, tag or commit, or leave it unset.")
+
+    def cache_key(self) -> dict[str, Any]:
+        """Everything that determines Î for a given (image, prompt, seed): JSON-able, stable key order."""
+        return {
+            "model": self.model,
+            "revision": self.revision,
+            "scheduler": SCHEDULER_NAME,
+            "steps": self.steps,
+            "guidance_scale": float(self.guidance_scale),
+            "image_guidance_scale": float(self.image_guidance_scale),
+            "resolution": self.resolution,
+        }
+
+    def resolved_device(self) -> str:
+        """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_dtype(self) -> str:
+        """``auto`` -> float16 on CUDA, float32 elsewhere."""
+        if self.dtype != "auto":
+            return self.dtype
+        return "float16" if self.resolved_device().startswith("cuda") else "float32"
+
+
+def working_size(height: int, width: int, resolution: int) -> tuple[int, int]:
+    """The model's (height, width) for a source: long side = ``resolution``, aspect kept, sides multiples of 8 (>= 8)."""
+    scale = resolution / max(height, width)
+    return tuple(max(8, int(math.floor(side * scale / 8 + 0.5)) * 8) for side in (height, width))  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------- requests
+@dataclass
+class GenerationRequest:
+    """One (source image, rendered prompt, seed) to generate."""
+
+    image: np.ndarray  # uint8 (h, w, 3)
+    image_key: str  # identifies the source (e.g. its sha256): latents are encoded once per key
+    prompt_text: str  # the rendered prompt (template applied)
+    seed: int
+
+
+@dataclass
+class GenerationResult:
+    """Î for one request, at the source's size."""
+
+    image: np.ndarray  # uint8 (h, w, 3)
+    seed: int  # the seed actually used (request seed + retries)
+    retries: int
+
+
+# --------------------------------------------------------------------------------------------------- tokenizer
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (what CLIP's byte-level BPE vocabulary is written in)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return dict(sorted(table.items()))
+
+
+def write_tiny_tokenizer_files(folder: str | Path = TINY_TOKENIZER_DIR) -> Path:
+    """Write the miniature CLIP tokenizer (``vocab.json`` + ``merges.txt``) used by the test models.
+
+    The vocabulary is the 256 byte-level characters, the same with the ``</w>`` word-end suffix, then
+    ``<|startoftext|>`` (512) and ``<|endoftext|>`` (513); there are no merges, so text is tokenised per byte.
+    Regenerate with ``python -c "from diffusemix_core.generation import write_tiny_tokenizer_files as w; w()"``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(_bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": 256 + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = 512
+    vocab["<|endoftext|>"] = 513
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    return folder
+
+
+TINY_VOCAB_SIZE = 514
+TINY_BOS_ID, TINY_EOS_ID = 512, 513
+
+
+def _tiny_tokenizer():
+    from transformers import CLIPTokenizer
+
+    if not (TINY_TOKENIZER_DIR / "vocab.json").is_file():
+        write_tiny_tokenizer_files(TINY_TOKENIZER_DIR)
+    return CLIPTokenizer.from_pretrained(str(TINY_TOKENIZER_DIR), model_max_length=77)
+
+
+# --------------------------------------------------------------------------------------------------- pipelines
+def _torch_dtype(dtype: Any) -> "torch.dtype":
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES[1:]:
+        raise BadArgumentError(f"Bad dtype {dtype!r}: pass float32, float16 or bfloat16.")
+    return getattr(torch, dtype)
+
+
+def _assemble_pipeline(unet, vae, text_encoder, tokenizer) -> "StableDiffusionInstructPix2PixPipeline":
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
+
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=EulerAncestralDiscreteScheduler(**_SD_SCHEDULE),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _build_random_pipeline(seed: int, unet_kw: dict, vae_kw: dict, text_kw: dict):
+    """Build UNet, VAE and text encoder from configs under a forked RNG seeded with ``seed`` (global state untouched)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(in_channels=8, out_channels=4, **unet_kw)
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            **vae_kw,
+        )
+        text_config = CLIPTextConfig(
+            vocab_size=TINY_VOCAB_SIZE,
+            bos_token_id=TINY_BOS_ID,
+            eos_token_id=TINY_EOS_ID,
+            pad_token_id=TINY_EOS_ID,
+            max_position_embeddings=77,
+            **text_kw,
+        )
+        text_encoder = CLIPTextModel(text_config)
+    for module in (unet, vae, text_encoder):
+        module.eval()
+    return _assemble_pipeline(unet, vae, text_encoder, _tiny_tokenizer())
+
+
+def build_tiny_random_pipeline(seed: int = 0) -> "StableDiffusionInstructPix2PixPipeline":
+    """An untrained miniature InstructPix2Pix (UNet 8 -> 4 channels, VAE with the real 8x downscale, 2-layer CLIP).
+
+    Built offline from configs; the same ``seed`` gives the same weights every time. Its outputs are noise-like.
+    """
+    return _build_random_pipeline(
+        seed,
+        unet_kw=dict(
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            sample_size=32,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+        ),
+        vae_kw=dict(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8, sample_size=64),
+        text_kw=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
+    )
+
+
+def build_random_full_pipeline(seed: int = 0, dtype: Any = None) -> "StableDiffusionInstructPix2PixPipeline":
+    """The full SD-1.5-shaped InstructPix2Pix architecture with random weights (for compute benchmarks).
+
+    UNet 320/640/1280/1280 with 8 input channels and 768-wide cross-attention, VAE 128/256/512/512, CLIP text
+    encoder of ViT-L/14 shape (12 layers x 768). It uses the miniature byte-level tokenizer, so its vocabulary is
+    514 tokens instead of 49408 (the embedding lookup costs no FLOPs; everything else is full size).
+    ``dtype`` defaults to float32.
+    """
+    pipe = _build_random_pipeline(
+        seed,
+        unet_kw=dict(
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            sample_size=64,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+        ),
+        vae_kw=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=512),
+        text_kw=dict(
+            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+            projection_dim=768, hidden_act="quick_gelu",
+        ),
+    )
+    return pipe.to(dtype=_torch_dtype(dtype))
+
+
+_PIPELINES: dict[tuple, Any] = {}
+_PIPELINES_LOCK = threading.Lock()
+
+
+def load_pipeline(model: str, *, device: Any, dtype: Any, revision: str | None = None):
+    """Load (once per ``(model, device, dtype, revision)``) an InstructPix2Pix pipeline with the Euler-a scheduler.
+
+    Raises :class:`ModelUnavailableError` with the remedy when the model is neither a test model, a local
+    diffusers folder, nor already in the Hugging Face cache (no network is tried unless
+    ``DIFFUSEMIX_ALLOW_DOWNLOAD=1``).
+    """
+    import torch
+
+    torch_dtype = _torch_dtype(dtype)
+    device = str(device)
+    key = (model, device, str(torch_dtype), revision)
+    with _PIPELINES_LOCK:
+        if key not in _PIPELINES:
+            _PIPELINES[key] = _load_uncached(model, device, torch_dtype, revision)
+        return _PIPELINES[key]
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1 or Path(model).expanduser().exists()
+
+
+def _download_hint(model: str) -> str:
+    return (
+        "pass --model PATH to a local diffusers folder, or download it once on a connected machine with "
+        f"`python -c \"from diffusers import StableDiffusionInstructPix2PixPipeline as P; P.from_pretrained('{model}')\"`"
+        f" (or run with {ALLOW_DOWNLOAD_ENV}=1 where there is a network)"
+    )
+
+
+def _load_uncached(model: str, device: str, torch_dtype: "torch.dtype", revision: str | None):
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    if model == "tiny-random":
+        pipe = build_tiny_random_pipeline()
+    elif model == "random-full":
+        pipe = build_random_full_pipeline(dtype=torch_dtype)
+    elif _looks_like_path(model):
+        pipe = _load_folder(Path(model).expanduser(), torch_dtype)
+    else:
+        pipe = _load_hub(model, torch_dtype, revision)
+    if pipe.unet.config.in_channels != 8:
+        raise BadArgumentError(
+            f"Model '{model}' is not an InstructPix2Pix model (its UNet takes {pipe.unet.config.in_channels} input "
+            "channels, not 8); pass an InstructPix2Pix model such as timbrooks/instruct-pix2pix."
+        )
+    if not isinstance(pipe.scheduler, EulerAncestralDiscreteScheduler):
+        pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    if pipe.unet.dtype != torch_dtype:
+        pipe.to(dtype=torch_dtype)
+    log.info("loaded model %s on %s (%s)", model, device, torch_dtype)
+    return pipe
+
+
+def _from_pretrained(source: str, torch_dtype, **kwargs):
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    return StableDiffusionInstructPix2PixPipeline.from_pretrained(
+        source, dtype=torch_dtype, safety_checker=None, requires_safety_checker=False, **kwargs
+    )
+
+
+def _load_folder(path: Path, torch_dtype):
+    if not (path / "model_index.json").is_file():
+        raise ModelUnavailableError(
+            str(path),
+            f"Model folder '{path}' is not a diffusers pipeline folder (no model_index.json); pass the folder saved "
+            "by `pipeline.save_pretrained(...)` or a downloaded snapshot of timbrooks/instruct-pix2pix.",
+        )
+    try:
+        return _from_pretrained(str(path), torch_dtype, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(
+            str(path), f"Model folder '{path}' cannot be loaded ({exc}); check that it is a complete diffusers folder."
+        ) from exc
+
+
+def _load_hub(model: str, torch_dtype, revision: str | None):
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    allow_download = os.environ.get(ALLOW_DOWNLOAD_ENV) == "1"
+    try:
+        cached = try_to_load_from_cache(model, "model_index.json", revision=revision)
+    except HFValidationError as exc:
+        raise ModelUnavailableError(
+            model, f"Model '{model}' is neither a local folder nor a valid Hugging Face id; pass --model PATH to a "
+            "local diffusers folder, a hub id such as timbrooks/instruct-pix2pix, or tiny-random."
+        ) from exc
+    if not isinstance(cached, str) and not allow_download:
+        raise ModelUnavailableError(
+            model, f"Model '{model}' is not available offline (it is not in the Hugging Face cache "
+            f"{constants.HF_HUB_CACHE} and downloads are off); {_download_hint(model)}."
+        )
+    try:
+        return _from_pretrained(model, torch_dtype, revision=revision, local_files_only=not allow_download)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(
+            model, f"Model '{model}' could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            f"{_download_hint(model)}."
+        ) from exc
+
+
+# --------------------------------------------------------------------------------------------------- generator
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """PIL Lanczos resize of a uint8 (h, w, 3) array; a no-op when the size already matches."""
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), resample=Image.LANCZOS))
+
+
+def _check_request(index: int, request: GenerationRequest) -> None:
+    img = request.image
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
+        got = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+        raise BadArgumentError(
+            f"Request {index} has an image of {got}; pass a uint8 (h, w, 3) RGB array (diffusemix_core.load_image makes one)."
+        )
+    if not isinstance(request.seed, (int, np.integer)) or isinstance(request.seed, bool) or request.seed < 0:
+        raise BadArgumentError(f"Request {index} has seed {request.seed!r}; pass an integer >= 0.")
+
+
+@dataclass
+class _Work:
+    index: int  # position in the caller's request list
+    request: GenerationRequest
+    seed: int
+    size: tuple[int, int]  # working (height, width)
+
+
+class Pix2PixGenerator:
+    """Batched, cached InstructPix2Pix generation: (image, rendered prompt, seed) -> Î at the source's size.
+
+    ``pipeline`` may be given (it is used as is, on its own device and dtype; its scheduler is replaced by
+    Euler-ancestral); otherwise :meth:`load` loads ``settings.model`` with :func:`load_pipeline`.
+    ``counters`` counts component invocations: text_encoder, vae_encode, unet, vae_decode.
+    """
+
+    def __init__(self, settings: GenerationSettings = GenerationSettings(), *, pipeline=None) -> None:
+        self.settings = settings
+        self.model_id = settings.model
+        self.is_test_model = settings.model in TEST_MODELS
+        self.counters: dict[str, int] = {name: 0 for name in COUNTER_NAMES}
+        self._pipeline = pipeline
+        self._ready = False
+        self._prompt_cache: OrderedDict[str, Any] = OrderedDict()
+        self._latent_cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.RLock()
+
+    # ---------------------------------------------------------------- loading
+    @property
+    def pipeline(self):
+        """The loaded pipeline (loads it on first use)."""
+        self.load()
+        return self._pipeline
+
+    def load(self) -> None:
+        """Load the pipeline (ModelUnavailableError with the remedy when the model is not available offline)."""
+        with self._lock:
+            if self._ready:
+                return
+            if self._pipeline is None:
+                self._pipeline = load_pipeline(
+                    self.settings.model,
+                    device=self.settings.resolved_device(),
+                    dtype=self.settings.resolved_dtype(),
+                    revision=self.settings.revision,
+                )
+            else:
+                from diffusers import EulerAncestralDiscreteScheduler
+
+                if not isinstance(self._pipeline.scheduler, EulerAncestralDiscreteScheduler):
+                    self._pipeline.scheduler = EulerAncestralDiscreteScheduler.from_config(self._pipeline.scheduler.config)
+                self._pipeline.set_progress_bar_config(disable=True)
+            self._ready = True
+
+    @property
+    def device(self) -> "torch.device":
+        return self.pipeline.unet.device
+
+    @property
+    def dtype(self) -> "torch.dtype":
+        return self.pipeline.unet.dtype
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """The model's (height, width) for a source of this size under the current settings."""
+        return working_size(height, width, self.settings.resolution)
+
+    # ---------------------------------------------------------------- caches
+    def _prompt_embeds(self, text: str) -> "torch.Tensor":
+        """CLIP hidden states (1, 77, d) of one prompt, encoded once per text (as the stock ``_encode_prompt``)."""
+        if text in self._prompt_cache:
+            self._prompt_cache.move_to_end(text)
+            return self._prompt_cache[text]
+        pipe = self._pipeline
+        tok = pipe.tokenizer
+        inputs = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+        if len(tok(text).input_ids) > tok.model_max_length:
+            log.warning("prompt longer than %d tokens was truncated: %r", tok.model_max_length, text[:80])
+        mask = None
+        if getattr(pipe.text_encoder.config, "use_attention_mask", False):
+            mask = inputs.attention_mask.to(self.device)
+        embeds = pipe.text_encoder(inputs.input_ids.to(self.device), attention_mask=mask)[0]
+        self.counters["text_encoder"] += 1
+        embeds = embeds.to(dtype=pipe.text_encoder.dtype, device=self.device)
+        self._prompt_cache[text] = embeds
+        if len(self._prompt_cache) > _PROMPT_CACHE_SIZE:
+            self._prompt_cache.popitem(last=False)
+        return embeds
+
+    def _image_latents(self, work: _Work) -> "torch.Tensor":
+        """Unscaled VAE latents (1, 4, h/8, w/8) of a source at its working size, encoded once per image_key."""
+        key = (work.request.image_key, work.size)
+        if key in self._latent_cache:
+            self._latent_cache.move_to_end(key)
+            return self._latent_cache[key]
+        pipe = self._pipeline
+        # the pipeline's own preprocessing ([-1, 1], NCHW; its memory layout steers the conv kernels' last bits)
+        tensor = pipe.image_processor.preprocess(Image.fromarray(_resize(work.request.image, *work.size)))
+        tensor = tensor.to(device=self.device, dtype=pipe.text_encoder.dtype)
+        latents = pipe.vae.encode(tensor).latent_dist.mode()
+        self.counters["vae_encode"] += 1
+        self._latent_cache[key] = latents
+        if len(self._latent_cache) > _LATENT_CACHE_SIZE:
+            self._latent_cache.popitem(last=False)
+        return latents
+
+    def clear_caches(self) -> None:
+        """Forget cached prompt embeddings and image latents."""
+        with self._lock:
+            self._prompt_cache.clear()
+            self._latent_cache.clear()
+
+    # ---------------------------------------------------------------- generation
+    def generate(
+        self,
+        requests: list[GenerationRequest],
+        *,
+        batch_size: int = 4,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[GenerationResult]:
+        """Generate Î for every request; results in request order, each at its source's size.
+
+        ``progress(done, total)`` is called after every batch. A degenerate output (NaN, or all black) is
+        regenerated with seed+1, up to 3 times; after that :class:`DiffuseMixError` names the request and reason.
+        """
+        import torch
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise BadArgumentError(f"Bad batch size {batch_size!r}: pass an integer >= 1.")
+        for i, request in enumerate(requests):
+            _check_request(i, request)
+        total = len(requests)
+        results: list[GenerationResult | None] = [None] * total
+        if not total:
+            return []
+        self.load()  # outside inference mode: the weights must stay ordinary tensors
+        with self._lock, torch.inference_mode():
+            pending = [
+                _Work(i, r, int(r.seed), self.working_size(*r.image.shape[:2])) for i, r in enumerate(requests)
+            ]
+            done = 0
+            reasons: dict[int, str] = {}
+            for attempt in range(MAX_DEGENERATE_RETRIES + 1):
+                retry: list[_Work] = []
+                for size_group in self._group_by_size(pending):
+                    for batch in _chunks(size_group, batch_size):
+                        for work, (image, reason) in zip(batch, self._generate_batch(batch)):
+                            if reason is None:
+                                results[work.index] = GenerationResult(image=image, seed=work.seed, retries=attempt)
+                                done += 1
+                            else:
+                                reasons[work.index] = reason
+                                log.warning(
+                                    "degenerate output (%s) for image %s seed %d; retrying with seed %d",
+                                    reason, work.request.image_key, work.seed, work.seed + 1,
+                                )
+                                retry.append(_Work(work.index, work.request, work.seed + 1, work.size))
+                        if progress is not None:
+                            progress(done, total)
+                pending = retry
+                if not pending:
+                    break
+            if pending:
+                work = pending[0]
+                first = int(work.request.seed)
+                raise DiffuseMixError(
+                    f"Generation for image '{work.request.image_key}' with prompt {work.request.prompt_text!r} gave a "
+                    f"degenerate output ({reasons[work.index]}) for seeds {first} to {first + MAX_DEGENERATE_RETRIES}; "
+                    "run in float32 (--dtype float32), try another seed, or check the model."
+                )
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _group_by_size(works: list[_Work]) -> list[list[_Work]]:
+        groups: dict[tuple[int, int], list[_Work]] = {}
+        for work in works:
+            groups.setdefault(work.size, []).append(work)
+        return list(groups.values())
+
+    def _generate_batch(self, batch: Sequence[_Work]) -> list[tuple[np.ndarray | None, str | None]]:
+        """Denoise one batch of same-size requests; returns (Î at source size, None) or (None, degenerate reason)."""
+        latents = self._denoise(batch)
+        pipe = self._pipeline
+        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        self.counters["vae_decode"] += 1
+        out = []
+        for work, sample, lat in zip(batch, decoded, latents):
+            if not (bool(sample.isfinite().all()) and bool(lat.isfinite().all())):
+                out.append((None, "NaN or infinite values"))
+                continue
+            # the stock VaeImageProcessor.postprocess: denormalize, clamp, float32, *255, round
+            array = ((sample.float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+            if int(array.max()) <= BLACK_MAX_VALUE:
+                out.append((None, "all black"))
+                continue
+            h, w = work.request.image.shape[:2]
+            out.append((_resize(array, h, w), None))
+        return out
+
+    def _denoise(self, batch: Sequence[_Work]) -> "torch.Tensor":
+        """The InstructPix2Pix loop of the stock pipeline, on a batch, with one CPU generator per request."""
+        import torch
+        from diffusers import EulerAncestralDiscreteScheduler
+        from diffusers.utils.torch_utils import randn_tensor
+
+        pipe, s = self._pipeline, self.settings
+        device, dtype = self.device, pipe.text_encoder.dtype
+        n = len(batch)
+        text = torch.cat([self._prompt_embeds(w.request.prompt_text) for w in batch])
+        image_latents = torch.cat([self._image_latents(w) for w in batch])
+        do_cfg = s.guidance_scale > 1.0 and s.image_guidance_scale >= 1.0  # the pipeline's rule
+        if do_cfg:
+            negative = self._prompt_embeds("").expand(n, -1, -1)
+            embeds = torch.cat([text, negative, negative])
+            image_latents = torch.cat([image_latents, image_latents, torch.zeros_like(image_latents)])
+        else:
+            embeds = text
+
+        scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)  # per batch: no shared state
+        scheduler.set_timesteps(s.steps, device=device)
+        generators = [torch.Generator("cpu").manual_seed(w.seed) for w in batch]
+        height, width = batch[0].size
+        factor = pipe.vae_scale_factor
+        shape = (n, pipe.vae.config.latent_channels, height // factor, width // factor)
+        latents = randn_tensor(shape, generator=generators, device=device, dtype=dtype) * scheduler.init_noise_sigma
+
+        for t in scheduler.timesteps:
+            model_input = torch.cat([latents] * 3) if do_cfg else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            model_input = torch.cat([model_input, image_latents], dim=1)
+            noise = pipe.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            self.counters["unet"] += 1
+            if do_cfg:
+                noise_text, noise_image, noise_uncond = noise.chunk(3)
+                noise = (
+                    noise_uncond
+                    + s.guidance_scale * (noise_text - noise_image)
+                    + s.image_guidance_scale * (noise_image - noise_uncond)
+                )
+            latents = scheduler.step(noise, t, latents, generator=generators, return_dict=False)[0]
+        return latents
