@@ -1,0 +1,86 @@
+"""`python -m diffusemix_core preview` driven as a user runs it, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "tiny-random", "--resolution", "64", "--steps", "2"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "diffusemix_core", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+
+
+@pytest.fixture
+def image_file(tmp_path, photo):
+    path = tmp_path / "my photo.jpg"
+    Image.fromarray(photo).save(path, quality=95)
+    return path
+
+
+def test_preview_writes_six_stages_and_choices(tmp_path, image_file):
+    out = tmp_path / "out"
+    result = run_cli("preview", str(image_file), "--out", str(out), "--prompt", "aurora", "--mask", "bottom",
+                     "--lam", "0.3", "--seed", "5", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "untrained test model" in result.stdout
+    size = Image.open(image_file).size
+    for name in ("original", "generated", "mask", "hybrid", "fractal", "final"):
+        with Image.open(out / f"{name}.png") as im:
+            assert im.size == size, name
+    choices = json.loads((out / "choices.json").read_text(encoding="utf-8"))
+    assert (choices["prompt"], choices["mask"], choices["lam"], choices["seed"]) == ("aurora", "bottom", 0.3, 5)
+    assert choices["prompt_text"] == "A transformed version of image into aurora"
+    mask = np.asarray(Image.open(out / "mask.png"))
+    assert mask[: size[1] // 2].max() == 0 and mask[size[1] // 2 :].min() == 255  # bottom half of I kept
+
+    again = tmp_path / "again"
+    assert run_cli("preview", str(image_file), "--out", str(again), "--seed", "5", "--prompt", "aurora",
+                   "--mask", "bottom", "--lam", "0.3", *TINY).returncode == 0
+    for name in ("generated", "final"):
+        assert (out / f"{name}.png").read_bytes() == (again / f"{name}.png").read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--lam", "1.5"], "[0, 1]"),
+        (["--mask", "diagonal"], "diagonal"),
+        (["--resolution", "100"], "multiple of 8"),
+    ],
+)
+def test_preview_bad_arguments_are_one_line_errors(tmp_path, image_file, extra, needle):
+    result = run_cli("preview", str(image_file), "--out", str(tmp_path / "o"), *TINY, *extra)
+    assert result.returncode != 0
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_preview_of_a_corrupt_image_names_the_file(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    result = run_cli("preview", str(bad), "--out", str(tmp_path / "o"), *TINY)
+    assert result.returncode == 1
+    assert "broken.png" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_preview_with_the_default_model_offline_says_what_to_do(tmp_path, image_file):
+    env_home = tmp_path / "empty-hf-home"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(env_home), PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "diffusemix_core", "preview", str(image_file), "--out",
+                             str(tmp_path / "o")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert result.returncode == 1
+    assert "timbrooks/instruct-pix2pix" in result.stderr and "--model" in result.stderr
+    assert "Traceback" not in result.stderr
