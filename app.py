@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from diffusemix_core.datasets import extract_zip_dataset
-from diffusemix_core.engine import AugmentationRecord, Choice, DiffuseMix
+from diffusemix_core.engine import AugmentationRecord, DiffuseMix
 from diffusemix_core.errors import DiffuseMixError
 from diffusemix_core.fractals import FractalLibrary
 from diffusemix_core.images import load_image
@@ -279,9 +279,15 @@ def error_to_gradio(fn: Callable) -> Callable:
 
 
 @gpu_task
-def generate_records(engine: DiffuseMix, images: list[np.ndarray], choices: list[Choice], lam: float):
-    """The GPU-bound step (decorated with spaces.GPU on ZeroGPU)."""
-    return engine.augment_batch(images, choices, lam=lam)
+def generate_record(engine: DiffuseMix, image: np.ndarray, **choices) -> AugmentationRecord:
+    """The GPU-bound step of Generate (decorated with spaces.GPU on ZeroGPU)."""
+    return engine.augment(image, **choices)
+
+
+@gpu_task
+def generate_all_prompts(engine: DiffuseMix, image: np.ndarray, **choices) -> list[AugmentationRecord]:
+    """The GPU-bound step of All prompts (decorated with spaces.GPU on ZeroGPU)."""
+    return engine.augment_all_prompts(image, **choices)
 
 
 @gpu_task
@@ -379,16 +385,13 @@ class Studio:
         generator = self.model.generator()
         engine = self.engine(generator)
         progress(0.2, desc="Generating Î…")
-        choice = engine.sample(
-            np.random.default_rng(int(seed)), 1,
+        record = generate_record(
+            engine, original, seed=int(seed), lam=float(lam),
             prompt=None if prompt in (None, "", RANDOM) else prompt,
             mask=None if mask in (None, "", RANDOM) else mask,
-            fractal=None if fractal in (None, "", RANDOM) or fractal_upload is not None else fractal,
-        )[0]
-        choice = dataclasses.replace(choice, seed=int(seed))
-        record = generate_records(engine, [original], [choice], float(lam))[0]
-        if fractal_upload is not None:
-            record = engine.remix(record, fractal=load_image(fractal_upload))
+            fractal=load_image(fractal_upload) if fractal_upload is not None
+            else None if fractal in (None, "", RANDOM) else fractal,
+        )
         result_id = self.results.put(record)
         return self.view(result_id, record)
 
@@ -409,11 +412,9 @@ class Studio:
         original = load_image(image)
         progress(0.05, desc=f"Loading model {self.config.model} (first use only)…")
         engine = self.engine(self.model.generator())
-        prompts = engine.prompts.enabled()
-        drawn = engine.sample(np.random.default_rng(int(seed)), 1, mask=None if mask == RANDOM else mask)[0]
-        choices = [dataclasses.replace(drawn, prompt=p, seed=int(seed)) for p in prompts]
-        progress(0.2, desc=f"Generating {len(prompts)} prompts…")
-        records = generate_records(engine, [original] * len(prompts), choices, float(lam))
+        progress(0.2, desc=f"Generating {len(engine.prompts.enabled())} prompts…")
+        records = generate_all_prompts(engine, original, mask=None if mask == RANDOM else mask, seed=int(seed),
+                                       lam=float(lam))
         ids = [self.results.put(r) for r in records]
         items = [(self.files.path(f"{rid}/generated", r.generated), r.prompt) for rid, r in zip(ids, records)]
         return items, ids

@@ -212,7 +212,7 @@ class DiffuseMix:
         *,
         prompt: str | None = None,
         mask: str | None = None,
-        fractal: str | None = None,
+        fractal: str | np.ndarray | None = None,
         seed: int | None = None,
         lam: float | None = None,
         label: str | None = None,
@@ -221,15 +221,33 @@ class DiffuseMix:
         """One augmentation of `image` (a path, bytes, PIL image or uint8 array).
 
         With `seed`, the choices are drawn from ``default_rng(seed)`` and Î is generated with `seed`, so the same
-        seed gives the same record; without it the seed comes from the instance's own seeded stream.
+        seed gives the same record; without it the seed comes from the instance's own seeded stream. `fractal` is a
+        library id or an image the user brought (any size).
         """
         original = load_image(image)
+        uploaded = fractal if isinstance(fractal, np.ndarray) else None
+        choice = self.seeded_choice(seed, prompt=prompt, mask=mask, fractal=None if uploaded is not None else fractal)
+        record = self.augment_batch([original], [choice], lam=lam, labels=[label], sources=[source])[0]
+        return record if uploaded is None else self.remix(record, fractal=uploaded)
+
+    def augment_all_prompts(
+        self, image: Any, *, mask: str | None = None, seed: int | None = None, lam: float | None = None
+    ) -> list[AugmentationRecord]:
+        """One augmentation per enabled prompt, all with the same seed, mask and fractal: prompts side by side."""
+        original = load_image(image)
+        choice = self.seeded_choice(seed, mask=mask)
+        choices = [dataclasses.replace(choice, prompt=p) for p in self.prompts.enabled()]
+        return self.augment_batch([original] * len(choices), choices, lam=lam)
+
+    def seeded_choice(self, seed: int | None = None, **fixed: str | None) -> Choice:
+        """The choice of one augmentation drawn from ``default_rng(seed)``, generating with `seed` itself.
+
+        Without a seed, one comes from the instance's own seeded stream.
+        """
         if seed is None:
             seed = int(self._rng.integers(0, SEED_LIMIT))
         seed = check_seed(seed)
-        choice = self.sample(np.random.default_rng(seed), 1, prompt=prompt, mask=mask, fractal=fractal)[0]
-        choice = dataclasses.replace(choice, seed=seed)
-        return self.augment_batch([original], [choice], lam=lam, labels=[label], sources=[source])[0]
+        return dataclasses.replace(self.sample(np.random.default_rng(seed), 1, **fixed)[0], seed=seed)
 
     def augment_batch(
         self,

@@ -139,3 +139,21 @@ def test_constructor_validates(tiny_generator, fractals):
         DiffuseMix(fractals=fractals, generator=tiny_generator, masks=["left", "zigzag"])
     with pytest.raises(BadPromptError):
         DiffuseMix(prompts=["autumn", "autumn"], fractals=fractals, generator=tiny_generator)
+
+
+def test_all_prompts_side_by_side_share_seed_mask_and_fractal(dm, photo):
+    records = dm.augment_all_prompts(photo, mask="right", seed=8)
+    assert [r.prompt for r in records] == dm.prompts.enabled()
+    assert {(r.seed, r.mask_kind, r.fractal_id) for r in records} == {(8, "right", records[0].fractal_id)}
+    single = dm.augment(photo, prompt=records[2].prompt, mask="right", seed=8)
+    assert single.fractal_id == records[2].fractal_id
+    assert np.abs(single.generated.astype(int) - records[2].generated.astype(int)).max() <= 2
+
+
+def test_augment_with_an_uploaded_fractal(dm, photo, rng):
+    upload = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    record = dm.augment(photo, fractal=upload, seed=4)
+    plain = dm.augment(photo, seed=4)
+    assert record.fractal_id.startswith("upload:") and record.fractal.shape == photo.shape
+    assert np.array_equal(record.generated, plain.generated)  # the fractal never changes the other choices
+    assert record.mask_kind == plain.mask_kind
