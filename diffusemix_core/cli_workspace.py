@@ -1,0 +1,303 @@
+"""Workspace subcommands of ``python -m diffusemix_core``: ``augment``, ``status``, ``review``, ``export``.
+
+Each handler takes the argparse namespace and returns an exit status; errors of the project's types propagate to
+``cli.main``, which prints them in one line (the traceback with ``--verbose``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .cli import (
+    EXIT_ERROR,
+    add_library_arguments,
+    add_model_arguments,
+    fractal_library_from_args,
+    prompt_library_from_args,
+    settings_from_args,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["add_subcommands", "run_augment_command", "run_status", "run_review", "run_export"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _ids(text: str) -> list[int]:
+    """'3', '3,4,9' or '3-7' (inclusive) -> ids."""
+    out: list[int] = []
+    try:
+        for part in text.replace(" ", ",").split(","):
+            if not part:
+                continue
+            if "-" in part.strip("-"):
+                low, high = part.split("-", 1)
+                out.extend(range(int(low), int(high) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ids like 3, 3,4,9 or 3-7, got {text!r}") from None
+    return out
+
+
+def _workspace_argument(parser: argparse.ArgumentParser, *, must_exist: bool) -> None:
+    parser.add_argument("--workspace", "-w", type=Path, required=True,
+                        help="workspace folder (manifest.sqlite + images/)"
+                             + ("" if must_exist else "; created if missing"))
+    parser.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                        help="log details and show tracebacks (same as the global --verbose)")
+
+
+def add_subcommands(subparsers) -> None:
+    """Register augment, status, review and export on the main parser's subparsers."""
+    _add_augment(subparsers)
+    _add_status(subparsers)
+    _add_review(subparsers)
+    _add_export(subparsers)
+
+
+# augment ---------------------------------------------------------------------------------------------------
+def _add_augment(subparsers) -> None:
+    p = subparsers.add_parser(
+        "augment",
+        help="augment a class-per-folder training set into a workspace (resumable)",
+        description=(
+            "Make --per-image DiffuseMix augmentations of every image of TRAIN_DIR/<class>/<image> and record "
+            "them in the workspace's manifest.sqlite. Re-running the same command after a crash or Ctrl-C finishes "
+            "the job without redoing anything; a larger --per-image adds only the missing augmentations. "
+            "Unreadable images are recorded as failed and reported at the end; the exit status is 0 when at "
+            "least one image is usable."
+        ),
+        epilog="example: python -m diffusemix_core augment --train-dir data/train --workspace ws --per-image 3 "
+               "--model tiny-random --resolution 64 --steps 2",
+    )
+    p.add_argument("--train-dir", type=Path, required=True,
+                   help="training set: one folder per class (the folder name is the label), images inside; "
+                        "hidden and non-image files are ignored")
+    _workspace_argument(p, must_exist=False)
+    p.add_argument("--per-image", type=_positive_int, default=1,
+                   help="augmentations per image, each with its own prompt, mask, fractal and seed drawn from "
+                        "--seed (default 1)")
+    p.add_argument("--all-prompts", action="store_true",
+                   help="instead of --per-image, one augmentation per enabled prompt per image (as the authors' "
+                        "code does)")
+    p.add_argument("--lam", type=float, default=0.2, help="fractal blend factor λ in [0, 1] (default 0.2)")
+    p.add_argument("--feather", type=int, default=0,
+                   help="pixels of linear ramp across the mask's seam (default 0; the authors' code uses 20)")
+    p.add_argument("--batch-size", type=_positive_int, default=4,
+                   help="images per batch: decoded, generated, mixed and committed together; also the model's "
+                        "batch size (default 4)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="run seed: every choice is drawn from (seed, image content, slot), so the same command "
+                        "gives the same manifest (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
+    add_library_arguments(p)
+    add_model_arguments(p)
+    p.set_defaults(func=run_augment_command)
+
+
+def run_augment_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .workspace import Workspace, check_train_dir, run_augment
+
+    check_train_dir(args.train_dir)  # before anything is created
+    settings = settings_from_args(args)
+    fractals = fractal_library_from_args(args)
+    workspace = Workspace(args.workspace)
+    library = prompt_library_from_args(args, fallback=workspace.get_prompt_library())
+    bars: list = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:  # created on the first report, so early errors print nothing but themselves
+            bars.append(tqdm(total=total, unit="img", desc="augment", disable=args.no_progress, dynamic_ncols=True))
+        bar = bars[0]
+        bar.total = total
+        bar.update(done - bar.n)
+
+    cancel = threading.Event()
+    previous = _install_sigint(cancel)
+    try:
+        summary = run_augment(
+            workspace, args.train_dir, per_image=args.per_image, prompts=library, fractals=fractals, lam=args.lam,
+            settings=settings, batch_size=args.batch_size, seed=args.seed, all_prompts=args.all_prompts,
+            progress=progress, cancel=cancel, feather=args.feather,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    rate = summary.images_processed / summary.seconds if summary.seconds > 0 else 0.0
+    print(
+        f"{summary.images_total} images: {summary.images_processed} augmented now, {summary.images_skipped} already "
+        f"done, {summary.images_failed} failed; {summary.augmentations_added} augmentations added "
+        f"({summary.generations_added} generated, {summary.generations_reused} reused) in {summary.seconds:.1f} s "
+        f"({rate:.2f} images/s) -> {workspace.db_path}"
+    )
+    for path, reason in summary.failures:
+        print(f"  failed: {path}: {reason}")
+    if settings.model in ("tiny-random", "random-full"):
+        print(f"note: {settings.model} is an untrained test model; its generated images are noise, not edits.")
+    if summary.cancelled:
+        print("stopped early: re-run the same command to finish the job.", file=sys.stderr)
+        return 130
+    if summary.images_ok == 0:
+        print(f"error: none of the {summary.images_total} images in '{args.train_dir}' could be read; "
+              "see the reasons above and fix or remove those files.", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def _install_sigint(cancel: threading.Event):
+    """First Ctrl-C: finish the current batch and stop cleanly; second: interrupt at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\nstopping after the current batch (Ctrl-C again to stop now)...", file=sys.stderr)
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+# status ----------------------------------------------------------------------------------------------------
+def _add_status(subparsers) -> None:
+    p = subparsers.add_parser(
+        "status",
+        help="counts of a workspace by status, label and prompt; failed images with their reasons",
+        description="Print what a workspace holds: augmentations by status, label and prompt, and every source "
+                    "image that could not be read, with the reason.",
+    )
+    _workspace_argument(p, must_exist=True)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of tables")
+    p.set_defaults(func=run_status)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from .workspace import STATUSES, Workspace
+
+    summary = Workspace(args.workspace, create=False).summary()
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        return 0
+    print(f"workspace {summary['workspace']}: {summary['augmentations']} augmentations from "
+          f"{summary['sources']['ok']} images ({summary['sources']['failed']} failed), "
+          f"{summary['generations']} generated images, {summary['exports']} exports")
+    print("  " + "  ".join(f"{s}: {summary['by_status'][s]}" for s in STATUSES))
+    if summary["drift"]["mean"] is not None:
+        print(f"  drift: mean {summary['drift']['mean']:.3f}, max {summary['drift']['max']:.3f}")
+    if summary["by_label"]:
+        print("by label:")
+        width = max(len(str(label)) for label in summary["by_label"])
+        for label, counts in summary["by_label"].items():
+            print(f"  {str(label):<{width}}  " + "  ".join(f"{s} {counts[s]}" for s in STATUSES))
+    if summary["by_prompt"]:
+        print("by prompt:")
+        for prompt, n in summary["by_prompt"].items():
+            print(f"  {prompt}: {n}")
+    if summary["failures"]:
+        print("failed images:")
+        for f in summary["failures"]:
+            print(f"  {f['path']}: {f['error']}")
+    return 0
+
+
+# review ----------------------------------------------------------------------------------------------------
+def _add_review(subparsers) -> None:
+    p = subparsers.add_parser(
+        "review",
+        help="approve or reject augmentations in bulk by label, prompt, drift or id",
+        description="Set the status of every augmentation that matches ALL the filters given; with no filter, "
+                    "every augmentation. Prints how many were changed.",
+        epilog="example: python -m diffusemix_core review -w ws --approve --max-drift 0.5; "
+               "python -m diffusemix_core review -w ws --reject --prompt rainbow",
+    )
+    _workspace_argument(p, must_exist=True)
+    action = p.add_mutually_exclusive_group(required=True)
+    action.add_argument("--approve", dest="new_status", action="store_const", const="approved",
+                        help="mark the matching augmentations approved")
+    action.add_argument("--reject", dest="new_status", action="store_const", const="rejected",
+                        help="mark the matching augmentations rejected")
+    action.add_argument("--reset", dest="new_status", action="store_const", const="pending",
+                        help="mark the matching augmentations pending again")
+    p.add_argument("--label", default=None, help="only this label (class folder name, exactly)")
+    p.add_argument("--prompt", default=None, help="only this prompt (raw text, e.g. 'autumn')")
+    p.add_argument("--max-drift", type=float, default=None,
+                   help="only augmentations whose drift score (0 = Î like I, 1 = unrelated) is <= X")
+    p.add_argument("--min-drift", type=float, default=None, help="only augmentations whose drift score is >= X")
+    p.add_argument("--ids", type=_ids, nargs="+", default=None,
+                   help="only these augmentation ids: 3 4 9, 3,4,9 or ranges 3-7")
+    p.add_argument("--only-pending", action="store_true", help="only augmentations that are still pending")
+    p.set_defaults(func=run_review)
+
+
+def run_review(args: argparse.Namespace) -> int:
+    from .workspace import Workspace
+
+    ids = None if args.ids is None else [i for group in args.ids for i in group]
+    n = Workspace(args.workspace, create=False).review(
+        args.new_status, label=args.label, prompt=args.prompt, max_drift=args.max_drift, min_drift=args.min_drift,
+        ids=ids, current_status="pending" if args.only_pending else None,
+    )
+    print(f"{n} augmentation(s) marked {args.new_status}")
+    return 0
+
+
+# export ----------------------------------------------------------------------------------------------------
+def _add_export(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="write the selected augmentations as an ImageFolder dataset with metadata.csv",
+        description="Write DIR/<label>/aug_<id>.png (torchvision ImageFolder layout; labels made safe for the "
+                    "filesystem), DIR/metadata.csv (file_name relative to DIR, label, prompt, mask, fractal, lam, "
+                    "seed, source, ...: Hugging Face `imagefolder` loads it as is) and DIR/manifest.sqlite with just "
+                    "the exported rows. Nothing is ever written outside DIR.",
+    )
+    _workspace_argument(p, must_exist=True)
+    p.add_argument("--to", type=Path, required=True, help="export folder; must be empty unless --overwrite")
+    p.add_argument("--status", choices=["approved", "pending", "rejected", "all"], default="approved",
+                   help="which augmentations to export (default approved)")
+    p.add_argument("--label", default=None, help="only this label")
+    p.add_argument("--prompt", default=None, help="only this prompt")
+    p.add_argument("--max-drift", type=float, default=None, help="only augmentations with drift <= X")
+    p.add_argument("--include-originals", action="store_true",
+                   help="also write each source image once, as DIR/<label>/orig_<id>.png (orientation-corrected)")
+    p.add_argument("--zip", nargs="?", const=True, default=False, metavar="PATH",
+                   help="also write a zip of DIR: DIR.zip next to it, or PATH")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty DIR (a previous export there is replaced)")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .workspace import Workspace
+
+    result = Workspace(args.workspace, create=False).export(
+        args.to, status=args.status, include_originals=args.include_originals, make_zip=args.zip,
+        overwrite=args.overwrite, label=args.label, prompt=args.prompt, max_drift=args.max_drift,
+    )
+    extra = f" and {result.originals} originals" if args.include_originals else ""
+    print(f"exported {result.count} augmentation(s){extra} to {result.path}"
+          + (f"; zip: {result.zip_path}" if result.zip_path else ""))
+    if result.count == 0:
+        print(f"note: no augmentation has status '{args.status}'; review some first or pass --status all.",
+              file=sys.stderr)
+    return 0
