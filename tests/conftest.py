@@ -45,3 +45,17 @@ def photo(rng):
     img = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (w + h)], axis=-1)
     img[10:30, 20:40] = (200, 40, 40)
     return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def readme_python_block():
+    """Gives the first ```python block after a heading of README.md: the README's examples are run by tests."""
+    return _readme_python_block
+
+
+def _readme_python_block(heading: str) -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n" + heading + "\n", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]

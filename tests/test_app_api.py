@@ -269,13 +269,12 @@ def test_launch_defaults_are_safe(tmp_path):
     assert launch_kwargs(config, parse_args(["--auth", "ann:secret"]))["auth"] == ("ann", "secret")
 
 
-def test_docs_client_example_runs(app):
-    """The gradio_client example of docs/app.md, run as written against the test app."""
+def test_readme_client_example_runs(app, readme_python_block):
+    """The gradio_client example of the README, run as written against the test app."""
     _, _, url = app
-    text = (ROOT / "docs" / "app.md").read_text(encoding="utf-8")
-    code = text.split("```python\n", 1)[1].split("```", 1)[0].replace("http://127.0.0.1:7860/", url)
+    code = readme_python_block("### App API (gradio_client)").replace("http://127.0.0.1:7860/", url)
     code = code.replace('"examples/landscape.png"', repr(str(EXAMPLE)))
     namespace: dict = {}
-    exec(compile(code, "docs/app.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
     assert len(namespace["stages"]) == 6 and len(namespace["remixed"]) == 6
     assert zipfile.is_zipfile(namespace["zip_path"]) and "Exported" in namespace["message"]
