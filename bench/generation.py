@@ -3,7 +3,11 @@
 
     python bench/generation.py                       # tiny-random on CPU (+ random-full fp16 at 512 on a GPU)
     python bench/generation.py --images 8 --prompts 9 --model random-full --dtype float16 --batch-size 8
-    python bench/generation.py --model random-full --flops-only --steps 1   # FLOP count only, no timing
+    python bench/generation.py --model random-full --flops-only --steps 1 --source-size 512x512   # FLOPs only
+
+Run from the repository root with the package importable (``pip install -e .`` or ``PYTHONPATH=.``). On a
+small shared CPU, ``--threads 1`` avoids thread oversubscription (2 threads on a busy 2-core machine ran 16x
+slower here). ``--repeats R`` alternates R timed rounds of both sides and keeps the best of each.
 
 For each configuration it prints images/s for both, the text-encoder / VAE-encode / UNet / VAE-decode
 invocations of both (counted with forward hooks on the modules), the model FLOPs of one augmentation counted
@@ -27,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from diffusemix_core.generation import (
     COUNTER_NAMES,
@@ -63,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16 (default auto)")
     p.add_argument("--batch-size", type=int, default=4, help="engine batch size (default 4)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--source-size", default=None, metavar="HxW",
+                   help="source image size (default: 4:3 landscape, long side = --resolution)")
     p.add_argument("--repeats", type=int, default=1, help="timed rounds, alternating; best kept (default 1)")
     p.add_argument("--flops-only", action="store_true", help="only count the FLOPs of one augmentation")
     return p.parse_args(argv)
@@ -118,10 +124,23 @@ def reference_generate(pipe, settings: GenerationSettings, request: GenerationRe
     return np.asarray(image.resize((w, h), Image.LANCZOS))
 
 
+def fmt_flops(flops: float) -> str:
+    return f"{flops / 1e12:.3f} TFLOP" if flops >= 1e11 else f"{flops / 1e9:.2f} GFLOP"
+
+
+def _cpu_sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+# torch's FLOP counter knows the CUDA attention kernels but not the one CPU sdpa dispatches to: without this the
+# attention matmuls (about 15% of the full-size UNet at 512²) would be missing from CPU counts.
+_CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+
+
 def count_flops(gen: Pix2PixGenerator, request: GenerationRequest) -> tuple[int, dict[str, int]]:
     """FLOPs of one cold augmentation (prompt + empty prompt encoded, image encoded, all steps, decode)."""
     gen.clear_caches()
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
         gen.generate([request], batch_size=1)
     by_module = counter.get_flop_counts()
     parts = {name: int(sum(by_module.get(key, {}).values())) for name, key in
@@ -130,7 +149,8 @@ def count_flops(gen: Pix2PixGenerator, request: GenerationRequest) -> tuple[int,
     return int(counter.get_total_flops()), parts
 
 
-def run_config(cfg: Config, n_images: int, n_prompts: int, flops_only: bool, repeats: int = 1) -> float | None:
+def run_config(cfg: Config, n_images: int, n_prompts: int, flops_only: bool, repeats: int = 1,
+               source_size: tuple[int, int] | None = None) -> float | None:
     settings = GenerationSettings(model=cfg.model, steps=cfg.steps, resolution=cfg.resolution,
                                   device=cfg.device, dtype=cfg.dtype)
     t0 = time.perf_counter()
@@ -140,7 +160,7 @@ def run_config(cfg: Config, n_images: int, n_prompts: int, flops_only: bool, rep
     device = gen.device
     print(f"== model {cfg.model} | device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'})"
           f" | dtype {gen.dtype} | resolution {cfg.resolution} | steps {cfg.steps} | load {time.perf_counter() - t0:.1f} s")
-    src_h, src_w = (cfg.resolution * 3) // 4, cfg.resolution  # a 4:3 landscape source at the working size
+    src_h, src_w = source_size or ((cfg.resolution * 3) // 4, cfg.resolution)  # default: 4:3 landscape
     size = gen.working_size(src_h, src_w)
     sources = make_sources(n_images + 1, src_h, src_w)
     prompts = [TEMPLATE.format(prompt=p) for p in PROMPTS[:n_prompts]]
@@ -150,12 +170,12 @@ def run_config(cfg: Config, n_images: int, n_prompts: int, flops_only: bool, rep
 
     flops, parts = count_flops(gen, warm)
     per_step_unet = parts["unet"] / cfg.steps
-    print(f"flops_per_augmentation: {flops / 1e12:.3f} TFLOP ({size[0]}x{size[1]}, {cfg.steps} steps, cold caches)")
-    print("flops_breakdown: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP" for k, v in parts.items())
-          + f" | unet share {parts['unet'] / max(flops, 1):.1%} | unet per step {per_step_unet / 1e12:.3f} TFLOP")
+    print(f"flops_per_augmentation: {fmt_flops(flops)} ({size[0]}x{size[1]}, {cfg.steps} steps, cold caches)")
+    print("flops_breakdown: " + ", ".join(f"{k} {fmt_flops(v)}" for k, v in parts.items())
+          + f" | unet share {parts['unet'] / max(flops, 1):.1%} | unet per step {fmt_flops(per_step_unet)}")
     if cfg.steps != 20:
         est = flops - parts["unet"] + per_step_unet * 20
-        print(f"flops_per_augmentation_at_20_steps (extrapolated): {est / 1e12:.3f} TFLOP")
+        print(f"flops_per_augmentation_at_20_steps (extrapolated): {fmt_flops(est)}")
     if flops_only:
         return None
 
@@ -212,13 +232,21 @@ def main(argv=None) -> int:
     if not 1 <= args.prompts <= len(PROMPTS) or args.images < 1 or args.repeats < 1:
         print(f"--images and --repeats must be >= 1 and --prompts from 1 to {len(PROMPTS)}", file=sys.stderr)
         return 2
+    source_size = None
+    if args.source_size:
+        try:
+            source_size = tuple(int(v) for v in args.source_size.lower().split("x"))
+            assert len(source_size) == 2 and min(source_size) > 0
+        except (ValueError, AssertionError):
+            print(f"--source-size must look like 512x384, not {args.source_size!r}", file=sys.stderr)
+            return 2
     configs = [Config(args.model or "tiny-random", args.resolution, args.steps, args.device, args.dtype,
                       args.batch_size)]
     if args.model is None and torch.cuda.is_available():
         configs.append(Config("random-full", 512, args.steps, "cuda", "float16", args.batch_size))
     speedup = None
     for cfg in configs:
-        speedup = run_config(cfg, args.images, args.prompts, args.flops_only, args.repeats)
+        speedup = run_config(cfg, args.images, args.prompts, args.flops_only, args.repeats, source_size)
     if speedup is not None:
         print(f"speedup_vs_reference: {speedup:.2f}")
     return 0

@@ -31,9 +31,10 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -45,19 +46,19 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from diffusers import StableDiffusionInstructPix2PixPipeline
 
 __all__ = [
+    "COUNTER_NAMES",
     "DEFAULT_MODEL",
     "TEST_MODELS",
-    "COUNTER_NAMES",
-    "GenerationSettings",
+    "TINY_TOKENIZER_DIR",
     "GenerationRequest",
     "GenerationResult",
+    "GenerationSettings",
     "Pix2PixGenerator",
-    "build_tiny_random_pipeline",
     "build_random_full_pipeline",
+    "build_tiny_random_pipeline",
     "load_pipeline",
     "working_size",
     "write_tiny_tokenizer_files",
-    "TINY_TOKENIZER_DIR",
 ]
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class GenerationSettings:
 def working_size(height: int, width: int, resolution: int) -> tuple[int, int]:
     """The model's (height, width) for a source: long side = ``resolution``, aspect kept, sides multiples of 8 (>= 8)."""
     scale = resolution / max(height, width)
-    return tuple(max(8, int(math.floor(side * scale / 8 + 0.5)) * 8) for side in (height, width))  # type: ignore[return-value]
+    return tuple(max(8, math.floor(side * scale / 8 + 0.5) * 8) for side in (height, width))  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------------- requests
@@ -218,13 +219,16 @@ TINY_BOS_ID, TINY_EOS_ID = 512, 513
 def _tiny_tokenizer():
     from transformers import CLIPTokenizer
 
-    if not (TINY_TOKENIZER_DIR / "vocab.json").is_file():
-        write_tiny_tokenizer_files(TINY_TOKENIZER_DIR)
-    return CLIPTokenizer.from_pretrained(str(TINY_TOKENIZER_DIR), model_max_length=77)
+    folder = TINY_TOKENIZER_DIR
+    if not (folder / "vocab.json").is_file():  # an install without package data: write a private copy
+        import tempfile
+
+        folder = write_tiny_tokenizer_files(tempfile.mkdtemp(prefix="diffusemix-tokenizer-"))
+    return CLIPTokenizer.from_pretrained(str(folder), model_max_length=77)
 
 
 # --------------------------------------------------------------------------------------------------- pipelines
-def _torch_dtype(dtype: Any) -> "torch.dtype":
+def _torch_dtype(dtype: Any) -> torch.dtype:
     import torch
 
     if dtype is None:
@@ -236,8 +240,11 @@ def _torch_dtype(dtype: Any) -> "torch.dtype":
     return getattr(torch, dtype)
 
 
-def _assemble_pipeline(unet, vae, text_encoder, tokenizer) -> "StableDiffusionInstructPix2PixPipeline":
-    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
+def _assemble_pipeline(unet, vae, text_encoder, tokenizer) -> StableDiffusionInstructPix2PixPipeline:
+    from diffusers import (
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+    )
 
     pipe = StableDiffusionInstructPix2PixPipeline(
         vae=vae,
@@ -284,7 +291,7 @@ def _build_random_pipeline(seed: int, unet_kw: dict, vae_kw: dict, text_kw: dict
     return _assemble_pipeline(unet, vae, text_encoder, _tiny_tokenizer())
 
 
-def build_tiny_random_pipeline(seed: int = 0) -> "StableDiffusionInstructPix2PixPipeline":
+def build_tiny_random_pipeline(seed: int = 0) -> StableDiffusionInstructPix2PixPipeline:
     """An untrained miniature InstructPix2Pix (UNet 8 -> 4 channels, VAE with the real 8x downscale, 2-layer CLIP).
 
     Built offline from configs; the same ``seed`` gives the same weights every time. Its outputs are noise-like.
@@ -305,7 +312,7 @@ def build_tiny_random_pipeline(seed: int = 0) -> "StableDiffusionInstructPix2Pix
     )
 
 
-def build_random_full_pipeline(seed: int = 0, dtype: Any = None) -> "StableDiffusionInstructPix2PixPipeline":
+def build_random_full_pipeline(seed: int = 0, dtype: Any = None) -> StableDiffusionInstructPix2PixPipeline:
     """The full SD-1.5-shaped InstructPix2Pix architecture with random weights (for compute benchmarks).
 
     UNet 320/640/1280/1280 with 8 input channels and 768-wide cross-attention, VAE 128/256/512/512, CLIP text
@@ -344,7 +351,6 @@ def load_pipeline(model: str, *, device: Any, dtype: Any, revision: str | None =
     diffusers folder, nor already in the Hugging Face cache (no network is tried unless
     ``DIFFUSEMIX_ALLOW_DOWNLOAD=1``).
     """
-    import torch
 
     torch_dtype = _torch_dtype(dtype)
     device = str(device)
@@ -367,7 +373,7 @@ def _download_hint(model: str) -> str:
     )
 
 
-def _load_uncached(model: str, device: str, torch_dtype: "torch.dtype", revision: str | None):
+def _load_uncached(model: str, device: str, torch_dtype: torch.dtype, revision: str | None):
     from diffusers import EulerAncestralDiscreteScheduler
 
     if model == "tiny-random":
@@ -521,11 +527,11 @@ class Pix2PixGenerator:
             self._ready = True
 
     @property
-    def device(self) -> "torch.device":
+    def device(self) -> torch.device:
         return self.pipeline.unet.device
 
     @property
-    def dtype(self) -> "torch.dtype":
+    def dtype(self) -> torch.dtype:
         return self.pipeline.unet.dtype
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
@@ -533,7 +539,7 @@ class Pix2PixGenerator:
         return working_size(height, width, self.settings.resolution)
 
     # ---------------------------------------------------------------- caches
-    def _prompt_embeds(self, text: str) -> "torch.Tensor":
+    def _prompt_embeds(self, text: str) -> torch.Tensor:
         """CLIP hidden states (1, 77, d) of one prompt, encoded once per text (as the stock ``_encode_prompt``)."""
         if text in self._prompt_cache:
             self._prompt_cache.move_to_end(text)
@@ -554,7 +560,7 @@ class Pix2PixGenerator:
             self._prompt_cache.popitem(last=False)
         return embeds
 
-    def _image_latents(self, work: _Work) -> "torch.Tensor":
+    def _image_latents(self, work: _Work) -> torch.Tensor:
         """Unscaled VAE latents (1, 4, h/8, w/8) of a source at its working size, encoded once per image_key."""
         key = (work.request.image_key, work.size)
         if key in self._latent_cache:
@@ -664,7 +670,7 @@ class Pix2PixGenerator:
             out.append((_resize(array, h, w), None))
         return out
 
-    def _denoise(self, batch: Sequence[_Work]) -> "torch.Tensor":
+    def _denoise(self, batch: Sequence[_Work]) -> torch.Tensor:
         """The InstructPix2Pix loop of the stock pipeline, on a batch, with one CPU generator per request."""
         import torch
         from diffusers import EulerAncestralDiscreteScheduler
