@@ -7,7 +7,7 @@ Space runs ``python app.py``): DIFFUSEMIX_MODEL, DIFFUSEMIX_WORKSPACE, DIFFUSEMI
 DIFFUSEMIX_STEPS, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT. A Space is detected from SPACE_ID: then server-side
 folder paths are disabled and only uploaded zips can be augmented in bulk.
 
-Named API endpoints (see docs/app.md): /augment, /remix, /all_prompts, /approve, /reject, /save_prompts,
+Named API endpoints (see the README): /augment, /remix, /all_prompts, /approve, /reject, /save_prompts,
 /get_prompts, /run_dataset, /cancel_run, /curate, /export, /list_exports.
 """
 
@@ -34,13 +34,14 @@ import numpy as np
 from PIL import Image
 
 from diffusemix_core.datasets import extract_zip_dataset
-from diffusemix_core.engine import AugmentationRecord, DiffuseMix
+from diffusemix_core.engine import STAGE_NAMES as STAGES, AugmentationRecord, DiffuseMix
 from diffusemix_core.errors import DiffuseMixError
 from diffusemix_core.fractals import FractalLibrary
+from diffusemix_core.generation import DEFAULT_MODEL, TEST_MODELS  # torch-free at import: the model loads lazily
 from diffusemix_core.images import load_image
 from diffusemix_core.masks import ALL_MASK_KINDS, MASK_KINDS
 from diffusemix_core.prompts import PromptEntry, PromptLibrary
-from diffusemix_core.workspace import Workspace, run_augment
+from diffusemix_core.workspace import STATUSES, Workspace, run_augment
 
 log = logging.getLogger("diffusemix_studio")
 
@@ -56,10 +57,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = [HERE / "examples" / "landscape.png", HERE / "examples" / "still_life.png"]
-DEFAULT_MODEL = "timbrooks/instruct-pix2pix"  # = diffusemix_core.generation.DEFAULT_MODEL (kept torch-free here)
-TEST_MODELS = ("tiny-random", "random-full")
 RANDOM = "random"
-STAGES = ("original", "generated", "mask", "hybrid", "fractal", "final")
 STAGE_LABELS = {
     "original": "I · original",
     "generated": "Î · generated",
@@ -68,7 +66,6 @@ STAGE_LABELS = {
     "fractal": "F · fractal",
     "final": "A · final",
 }
-STATUSES = ("pending", "approved", "rejected")
 MODEL_QUEUE = "model"  # one queue for every handler that runs the diffusion model
 GALLERY_LIMIT = 300
 CSS = """
@@ -91,6 +88,7 @@ class AppConfig:
     space_mode: bool = False
     max_file_size: str = "200mb"
     exports: Path | None = None  # default: <workspace>-exports beside the workspace (it may not be inside it)
+    local: bool = True  # served on loopback only (no --share, no Space): bytes are free, CPU time is not
 
     @property
     def exports_dir(self) -> Path:
@@ -143,6 +141,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         device=args.device,
         fractal_dir=Path(args.fractal_dir) if args.fractal_dir else None,
         space_mode=bool(os.environ.get("SPACE_ID")),
+        local=not os.environ.get("SPACE_ID") and not args.share and args.host in ("127.0.0.1", "localhost", "::1"),
         max_file_size=args.max_file_size,
         exports=Path(args.exports).expanduser().resolve() if args.exports else None,
     )
@@ -230,11 +229,12 @@ class StageFiles:
     """PNG files of displayed stages, written once per distinct content key into Gradio's cache folder.
 
     Re-mixing changes only H and A (and M, F when their choice changes), so I, Î, M and F are served from the
-    files written before and only what changed is encoded (fast zlib level: the PNGs stay lossless).
+    files written before and only what changed is encoded (lossless; zlib level 0 or 1, see Studio).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, compress_level: int = 1) -> None:
         self.root = root
+        self.compress_level = compress_level
         self.root.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="png")  # zlib releases the GIL
 
@@ -243,7 +243,7 @@ class StageFiles:
         target = self.root / name
         if not target.exists():
             tmp = target.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
-            Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG", compress_level=1)
+            Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG", compress_level=self.compress_level)
             os.replace(tmp, target)
         return str(target)
 
@@ -332,7 +332,10 @@ class Studio:
             FractalLibrary.from_folder(config.fractal_dir) if config.fractal_dir else FractalLibrary.default()
         )
         # Inside Gradio's cache folder, so Gradio serves these files as they are instead of copying them.
-        self.files = StageFiles(Path(get_upload_folder()) / "diffusemix-stages" / uuid.uuid4().hex[:12])
+        # Stage PNGs stay lossless; on loopback they are stored uncompressed (a 512² re-mix saves ~20 ms of zlib),
+        # over a network (--share, --host, a Space) zlib's fastest level saves bandwidth instead.
+        self.files = StageFiles(Path(get_upload_folder()) / "diffusemix-stages" / uuid.uuid4().hex[:12],
+                                compress_level=0 if config.local else 1)
         self._cancel: dict[str, threading.Event] = {}
         self._cancel_lock = threading.Lock()
 

@@ -4,7 +4,8 @@
 
 (run from the repository root, or ``PYTHONPATH=. python bench/app.py``: it imports ``app`` from the root.)
 
-Launches the real app (queue, PNG outputs, file transfer to the client included) on a free local port.
+Starts the real app as a user does (``python app.py --model tiny-random``, its own process: queue, PNG outputs,
+file transfer to the client included) on a free local port, and times it from this process's client.
 /remix is timed with a new λ on every call (what dragging the slider does) and, separately, with a new mask
 and fractal on every call. Prints median and p95 in milliseconds; the last line is ``remix_median_ms: X``.
 Target: remix median under 150 ms on a 2-core CPU.
@@ -19,7 +20,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +33,27 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_app(client_class, url: str, timeout_s: float = 120.0):
+    """A client of the app at `url` once it answers (start-up imports gradio and torch)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return client_class(url, verbose=False, ssl_verify=False)  # plain http on localhost: no TLS to verify
+        except Exception:  # noqa: BLE001 - not up yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -59,24 +84,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--augment-calls", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of the app (OMP_NUM_THREADS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    import torch
     from gradio_client import Client, handle_file
 
-    from app import AppConfig, build_app, launch_kwargs
+    from diffusemix_core.fractals import FractalLibrary
 
-    torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-app-"))
     image = test_image(args.size, tmp / "image.png")
-    config = AppConfig(model="tiny-random", workspace=tmp / "ws", resolution=args.size, steps=args.steps, device="cpu")
-    demo = build_app(config)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--model", "tiny-random", "--workspace", str(tmp / "ws"), "--port", str(port),
+         "--resolution", str(args.size), "--steps", str(args.steps), "--device", "cpu"],
+        cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(args.threads)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/"
     try:
-        client = Client(url, verbose=False, ssl_verify=False)  # plain http on localhost: no TLS to verify
-        fractals = demo.studio.fractals.ids
+        client = wait_for_app(Client, url)
+        fractals = FractalLibrary.default().ids  # the app's library: it was started without --fractal-dir
         print(f"app on tiny-random, {args.size}x{args.size}, {args.steps} steps, torch threads {args.threads}")
 
         augment_ms = []
@@ -116,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         report("remix (new λ), default client", default_ms)
         report("remix (new λ)", lam_ms)
     finally:
-        demo.close()
+        server.terminate()
+        server.wait(timeout=30)
     print(f"remix_median_ms: {statistics.median(lam_ms):.1f}")
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from app import AppConfig, Studio, build_app, launch_kwargs  # noqa: E402
+from app import AppConfig, Studio, build_app, config_from_args, launch_kwargs, parse_args  # noqa: E402
 from diffusemix_core.engine import DiffuseMix  # noqa: E402
 from diffusemix_core.fractals import FractalLibrary  # noqa: E402
 from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator  # noqa: E402
@@ -258,7 +258,6 @@ def test_space_mode_refuses_server_folders(tmp_path):
 
 
 def test_launch_defaults_are_safe(tmp_path):
-    from app import config_from_args, parse_args
 
     args = parse_args(["--workspace", str(tmp_path / "w")])
     config = config_from_args(args)
@@ -278,3 +277,11 @@ def test_readme_client_example_runs(app, readme_python_block):
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
     assert len(namespace["stages"]) == 6 and len(namespace["remixed"]) == 6
     assert zipfile.is_zipfile(namespace["zip_path"]) and "Exported" in namespace["message"]
+
+
+def test_stage_pngs_are_compressed_only_when_served_beyond_loopback(tmp_path):
+    local = config_from_args(parse_args(["--workspace", str(tmp_path / "a")]))
+    shared = config_from_args(parse_args(["--workspace", str(tmp_path / "b"), "--host", "0.0.0.0"]))
+    assert local.local and not shared.local
+    assert build_app(local).studio.files.compress_level == 0
+    assert build_app(shared).studio.files.compress_level == 1
