@@ -1,9 +1,9 @@
 """Generation throughput: the batched, cached engine (Pix2PixGenerator) versus one stock pipeline call per
 (image, prompt), the way the authors' public code runs InstructPix2Pix.
 
-    python bench/generation.py                       # tiny-random on CPU (+ random-full fp16 at 512 on a GPU)
-    python bench/generation.py --images 8 --prompts 9 --model random-full --dtype float16 --batch-size 8
-    python bench/generation.py --model random-full --flops-only --steps 1 --source-size 512x512   # FLOPs only
+    python -m bench.generation                       # tiny-random on CPU (+ random-full fp16 at 512 on a GPU)
+    python -m bench.generation --images 8 --prompts 9 --model random-full --dtype float16 --batch-size 8
+    python -m bench.generation --model random-full --flops-only --steps 1 --source-size 512x512   # FLOPs only
 
 Run from the repository root with the package importable (``pip install -e .`` or ``PYTHONPATH=.``). On a
 small shared CPU, ``--threads 1`` avoids thread oversubscription (2 threads on a busy 2-core machine ran 16x

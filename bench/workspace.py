@@ -1,7 +1,7 @@
 """Bulk-run benchmark of the workspace: images/s end to end, the share of wall time spent outside the model,
 and the cost of re-running a finished job (resume).
 
-    python bench/workspace.py [--images 200] [--size 128] [--resolution 64] [--steps 4] [--per-image 1]
+    python -m bench.workspace [--images 200] [--size 128] [--resolution 64] [--steps 4] [--per-image 1]
 
 A generated dataset (smooth photo-like images, 3 classes) is augmented on ``tiny-random`` in a fresh temporary
 workspace. "Inside the model" is the time spent in ``Pix2PixGenerator.load`` and ``generate`` (measured by
