@@ -689,7 +689,7 @@ def build_app(config: AppConfig) -> gr.Blocks:
                 del_p = gr.Button("Delete selected row")
                 reset_p = gr.Button("Reset to the paper's nine")
             with gr.Row():
-                import_f = gr.File(label="Import JSON/TOML", file_types=[".json", ".toml"], height=100)
+                import_f = gr.File(label="Import JSON/TOML", file_types=[".json", ".toml"], height=140)
                 with gr.Column():
                     fmt = gr.Radio(["JSON", "TOML"], value="JSON", label="Download format")
                     download_p = gr.Button("Download library")
@@ -701,7 +701,7 @@ def build_app(config: AppConfig) -> gr.Blocks:
             gr.Markdown("A dataset is a folder (or zip) of class folders: `train/<class>/<image>`. "
                         "Running it again resumes; a larger *m* adds only what is missing.")
             with gr.Row():
-                zip_in = gr.File(label="Upload a zip of class folders", file_types=[".zip"], height=110)
+                zip_in = gr.File(label="Upload a zip of class folders", file_types=[".zip"], height=140)
                 with gr.Column():
                     extract_btn = gr.Button("Extract into the workspace")
                     train_dir = gr.Textbox(
