@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .errors import BadArgumentError, BadPromptError
-from .fractals import FractalLibrary
+from .fractals import FractalLibrary, fit_to
 from .images import load_image
-from .masks import EXTRA_MASK_KINDS, MASK_KINDS, make_mask, mask_to_uint8
-from .mixing import blend, hybrid
+from .masks import MASK_KINDS, check_mask_kind, make_mask, mask_to_uint8
+from .mixing import blend, check_lam, hybrid
 from .prompts import PromptLibrary
 
 if TYPE_CHECKING:  # generation imports torch; keep `import diffusemix_core.engine` light
@@ -104,13 +104,6 @@ def image_key(image: np.ndarray) -> str:
     digest = hashlib.sha256(str(image.shape).encode())
     digest.update(np.ascontiguousarray(image).data)
     return digest.hexdigest()
-
-
-def check_lam(lam: float) -> float:
-    lam = float(lam)
-    if not 0.0 <= lam <= 1.0 or np.isnan(lam):
-        raise BadArgumentError(f"λ (lam) must be in [0, 1], got {lam}; the paper uses 0.2.")
-    return lam
 
 
 def check_seed(seed: int) -> int:
@@ -325,8 +318,8 @@ class DiffuseMix:
         `fractal_image` (any size) replaces the library lookup, for a fractal the user brought.
         """
         h, w = original.shape[:2]
-        mask = make_mask(check_mask_kind(mask_kind), h, w, feather=feather)
-        frac = self.fractals.fit(fractal_id, h, w) if fractal_image is None else fit_image(fractal_image, h, w)
+        mask = make_mask(mask_kind, h, w, feather=feather)
+        frac = self.fractals.fit(fractal_id, h, w) if fractal_image is None else fit_to(fractal_image, h, w)
         hyb = hybrid(original, generated, mask)
         return mask, hyb, frac, blend(hyb, frac, check_lam(lam))
 
@@ -363,16 +356,3 @@ class DiffuseMix:
         return dataclasses.replace(
             record, mask=m, hybrid=hyb, fractal=frac, final=final, mask_kind=mask_kind, fractal_id=fractal_id, lam=lam
         )
-
-
-def check_mask_kind(kind: str) -> str:
-    if kind not in MASK_KINDS + EXTRA_MASK_KINDS:
-        raise BadArgumentError(f"unknown mask kind {kind!r}; choose from {MASK_KINDS + EXTRA_MASK_KINDS}.")
-    return kind
-
-
-def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize-and-centre-crop an arbitrary image to (height, width), as the fractal library does."""
-    from . import fractals
-
-    return fractals.fit_to(image, height, width)

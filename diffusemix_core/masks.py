@@ -42,15 +42,19 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
+def check_mask_kind(kind: str) -> str:
+    """Return ``kind`` if it names a mask kind (drawn or extra), else raise BadArgumentError."""
+    if kind not in ALL_MASK_KINDS:
+        raise BadArgumentError(f"Unknown mask kind {kind!r}; use one of {', '.join(ALL_MASK_KINDS)}.")
+    return kind
+
+
 def make_mask(kind: str, height: int, width: int, *, feather: int = 0) -> np.ndarray:
     """Return the (height, width) mask of ``kind``: bool, or float32 in [0, 1] when ``feather > 0``.
 
     True / 1.0 marks pixels where the original image is kept. The array is cached and read-only.
     """
-    if kind not in ALL_MASK_KINDS:
-        raise BadArgumentError(
-            f"Unknown mask kind {kind!r}; use one of {', '.join(ALL_MASK_KINDS)}."
-        )
+    check_mask_kind(kind)
     height = _check_int("height", height, 1)
     width = _check_int("width", width, 1)
     feather = _check_int("feather", feather, 0)

@@ -1056,7 +1056,8 @@ def run_augment(
     batches (everything finished so far is committed). Bad images are recorded as failed sources and the run
     goes on. Raises BadArgumentError for bad arguments or a train dir without images.
     """
-    from .engine import DiffuseMix, check_lam, check_seed
+    from .engine import DiffuseMix, check_seed
+    from .mixing import check_lam
     from .generation import GenerationSettings, Pix2PixGenerator
 
     if isinstance(per_image, bool) or int(per_image) != per_image or per_image < 1:
