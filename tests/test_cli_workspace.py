@@ -308,6 +308,14 @@ def test_status_review_and_export(first_run, tmp_path):
     assert walked == sorted(meta["file_name"])
     for rel in walked:
         assert load_image(out / rel).ndim == 3
+    # Hugging Face datasets loads the folder as is, metadata.csv columns becoming features
+    from datasets import load_dataset
+
+    hf = load_dataset("imagefolder", data_dir=str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert len(hf) == len(meta) and set(hf["label"]) == {"café au lait", "dog"}
+    assert {"image", "prompt", "mask", "fractal", "lam", "seed", "source"} <= set(hf.column_names)
+    assert all(row["image"].mode == "RGB" for row in hf)
+    assert sorted(zip(hf["label"], hf["source"])) == sorted(zip(meta["label"], meta["source"]))
     exported = sqlite3.connect(out / "manifest.sqlite")
     assert exported.execute("SELECT count(*) FROM augmentations").fetchone()[0] == len(approved)
     assert exported.execute("SELECT count(*) FROM augmentations WHERE file_name IS NULL").fetchone()[0] == 0
