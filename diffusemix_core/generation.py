@@ -16,8 +16,9 @@ work across calls; the loop keeps the stock behaviour step for step:
 
 Model names: ``tiny-random`` (an untrained miniature built offline from configs, for tests and demos),
 ``random-full`` (the full SD-1.5-shaped architecture with random weights, for compute benchmarks), a local
-diffusers folder, or a Hugging Face id that must already be in the local cache unless the environment variable
-``DIFFUSEMIX_ALLOW_DOWNLOAD=1`` allows a download.
+diffusers folder, or a Hugging Face id. A hub id is taken from the local cache when it is there; otherwise it is
+downloaded, unless downloads are off (``HF_HUB_OFFLINE=1``, or ``DIFFUSEMIX_ALLOW_DOWNLOAD=0``) or the hub cannot be
+reached within a few seconds, which give a ModelUnavailableError with the remedy instead of a long hang.
 
 torch and diffusers are imported lazily so that ``import diffusemix_core`` stays fast.
 """
@@ -29,12 +30,14 @@ import logging
 import math
 import os
 import re
+import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image
@@ -369,7 +372,7 @@ def _download_hint(model: str) -> str:
     return (
         "pass --model PATH to a local diffusers folder, or download it once on a connected machine with "
         f"`python -c \"from diffusers import StableDiffusionInstructPix2PixPipeline as P; P.from_pretrained('{model}')\"`"
-        f" (or run with {ALLOW_DOWNLOAD_ENV}=1 where there is a network)"
+        " (on a machine with a network, unset HF_HUB_OFFLINE and the first run downloads it)"
     )
 
 
@@ -422,11 +425,32 @@ def _load_folder(path: Path, torch_dtype):
         ) from exc
 
 
+def _downloads_allowed() -> bool:
+    """Downloads are on unless HF_HUB_OFFLINE is set, or DIFFUSEMIX_ALLOW_DOWNLOAD says otherwise."""
+    from huggingface_hub import constants
+
+    setting = os.environ.get(ALLOW_DOWNLOAD_ENV)
+    if setting is not None:
+        return setting.strip() == "1"
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    return not (offline or constants.HF_HUB_OFFLINE)
+
+
+def _hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub opens within `timeout_s` (so a closed network fails fast)."""
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
 def _load_hub(model: str, torch_dtype, revision: str | None):
     from huggingface_hub import constants, try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 
-    allow_download = os.environ.get(ALLOW_DOWNLOAD_ENV) == "1"
     try:
         cached = try_to_load_from_cache(model, "model_index.json", revision=revision)
     except HFValidationError as exc:
@@ -434,10 +458,16 @@ def _load_hub(model: str, torch_dtype, revision: str | None):
             model, f"Model '{model}' is neither a local folder nor a valid Hugging Face id; pass --model PATH to a "
             "local diffusers folder, a hub id such as timbrooks/instruct-pix2pix, or tiny-random."
         ) from exc
-    if not isinstance(cached, str) and not allow_download:
+    allow_download = not isinstance(cached, str)
+    if allow_download and not _downloads_allowed():
         raise ModelUnavailableError(
             model, f"Model '{model}' is not available offline (it is not in the Hugging Face cache "
             f"{constants.HF_HUB_CACHE} and downloads are off); {_download_hint(model)}."
+        )
+    if allow_download and not _hub_reachable(constants.ENDPOINT):
+        raise ModelUnavailableError(
+            model, f"Model '{model}' is not in the Hugging Face cache {constants.HF_HUB_CACHE} and the hub "
+            f"({constants.ENDPOINT}) cannot be reached from this machine; {_download_hint(model)}."
         )
     try:
         return _from_pretrained(model, torch_dtype, revision=revision, local_files_only=not allow_download)

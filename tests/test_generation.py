@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -322,6 +323,33 @@ def test_default_model_offline_with_empty_cache_fails_fast_in_process(tmp_path, 
     assert info.value.model == DEFAULT_MODEL
     assert DEFAULT_MODEL in message and "--model PATH" in message and "from_pretrained" in message
     assert "\n" not in message
+
+
+def test_uncached_model_with_downloads_on_but_no_reachable_hub_fails_fast(tmp_path):
+    """Downloads on (no HF_HUB_OFFLINE) but the hub unreachable: a clear error, not a hang. The endpoint is a
+    closed port on loopback, so the test sends nothing beyond this machine."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGINGFACE", "DIFFUSEMIX_", "TRANSFORMERS_OFFLINE"))}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{closed_port}")
+    code = (
+        "import time\n"
+        "from diffusemix_core.generation import Pix2PixGenerator, GenerationSettings\n"
+        "gen = Pix2PixGenerator(GenerationSettings(device='cpu'))\n"
+        "start = time.perf_counter()\n"
+        "try:\n"
+        "    gen.load()\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, round(time.perf_counter() - start, 2), exc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    name, seconds, message = proc.stdout.strip().split(" ", 2)
+    assert name == "ModelUnavailableError", proc.stdout + proc.stderr
+    assert float(seconds) < 5
+    assert "cannot be reached" in message and f"127.0.0.1:{closed_port}" in message and "--model PATH" in message
 
 
 def test_default_model_offline_with_empty_hf_home_fails_fast_in_a_fresh_process(tmp_path):
