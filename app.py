@@ -759,7 +759,8 @@ def build_app(config: AppConfig) -> gr.Blocks:
                 export_btn = gr.Button("Export", variant="primary", elem_id="export")
             export_file = gr.File(label="Export zip", interactive=False, elem_id="export-file")
             export_msg = gr.Markdown(elem_id="export-msg")
-            exports_table = gr.Dataframe(label="Past exports", interactive=False)
+            exports_table = gr.Dataframe(label="Past exports (newest first)", headers=list(EXPORT_COLUMNS.values()),
+                                         interactive=False, wrap=True)
 
         # ---------------------------------------------------------------------------------- wiring: Explore
         stage_outputs = [*stage_images, choices_json]
@@ -846,11 +847,17 @@ def _row_of(evt: gr.SelectData) -> int | None:
     return int(index[0]) if isinstance(index, (list, tuple)) else int(index)
 
 
+EXPORT_COLUMNS = {"created_at": "when", "status_filter": "status", "count": "augmentations",
+                  "originals": "originals", "zip_path": "zip", "path": "folder"}
+
+
 def _exports_table(studio: Studio) -> Callable:
     def exports():
         import pandas as pd
 
-        return pd.DataFrame(studio.workspace.list_exports())
+        rows = studio.workspace.list_exports()[::-1]  # newest first
+        table = pd.DataFrame(rows, columns=list(EXPORT_COLUMNS))
+        return table.rename(columns=EXPORT_COLUMNS)
 
     return exports
 

@@ -180,7 +180,11 @@ def test_approve_and_export_round_trip(app):
     with sqlite3.connect(db_file) as conn:
         statuses = [r[0] for r in conn.execute("SELECT status FROM augmentations")]
     assert statuses and set(statuses) == {"approved"}
-    assert len(demo.studio.workspace.list_exports()) >= 1
+    past = client.predict(api_name="/list_exports")
+    assert past["headers"][:4] == ["when", "status", "augmentations", "originals"]
+    assert past["data"][0][1] == "approved"
+    assert Path(past["data"][0][4]).name == Path(zip_path).name  # newest first: the export just made
+    assert len(past["data"]) == len(demo.studio.workspace.list_exports())
 
 
 def test_two_sessions_curating_at_once_lose_nothing(app):
