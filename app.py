@@ -601,7 +601,8 @@ class Studio:
         folder = self.config.exports_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{status}-{uuid.uuid4().hex[:4]}"
         result = self.workspace.export(folder, status=status, include_originals=bool(include_originals),
                                        make_zip=True)
-        return str(result.zip_path), f"Exported {result.count} augmentations to {result.path}."
+        noun = "augmentation" if result.count == 1 else "augmentations"
+        return str(result.zip_path), f"Exported {result.count} {noun} to {result.path}."
 
 
 

@@ -113,7 +113,7 @@ def test_explore_remix_approve_export_in_chromium(app_url, tmp_path):
 
             page.get_by_role("tab", name="Export").click()
             page.locator("#export").click()
-            page.locator("#export-msg").get_by_text("Exported 1 augmentations").wait_for(timeout=60_000)
+            page.locator("#export-msg").get_by_text("Exported 1 augmentation to").wait_for(timeout=60_000)
             assert ".zip" in page.locator("#export-file").inner_text()
         finally:
             browser.close()
