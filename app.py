@@ -296,9 +296,14 @@ def run_dataset_job(workspace: Workspace, train_dir: Path, **kwargs):
     return run_augment(workspace, train_dir, **kwargs)
 
 
+def table_rows(table: Any) -> list[list]:
+    """The prompt editor's value as plain rows (Gradio gives a DataFrame, the API a list of rows)."""
+    return table.values.tolist() if hasattr(table, "values") else list(table or [])
+
+
 def table_to_library(table: Any, template: str) -> PromptLibrary:
     """The prompt editor's rows (a DataFrame or list of rows) -> a validated PromptLibrary."""
-    rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
+    rows = table_rows(table)
     entries = []
     for row in rows:
         text = "" if row[0] is None or (isinstance(row[0], float) and np.isnan(row[0])) else str(row[0]).strip()
@@ -472,11 +477,11 @@ class Studio:
                 f"✅ Saved {len(library.entries)} prompts ({enabled} enabled).", self.prompt_choices(library))
 
     def add_prompt(self, table, template, text):
-        rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
+        rows = table_rows(table)
         return self.save_prompts(rows + [[text, True]], template)
 
     def delete_prompt(self, table, template, row: int | None):
-        rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
+        rows = table_rows(table)
         if row is None or not 0 <= row < len(rows):
             gr.Warning("Click a row of the table first, then Delete.")
             return gr.skip(), gr.skip(), "Select a row to delete.", gr.skip()

@@ -1029,7 +1029,7 @@ class _Item:
     source_id: int | None
     image: np.ndarray
     pixels_key: str
-    slots: list[tuple[str, int | None, Choice]]  # (job_key, slot, choice)
+    slots: list[tuple[str, int | None, Choice, str, str]]  # (job_key, slot, choice, prompt_text, cache_key)
     needs_source_row: bool
 
 
@@ -1181,20 +1181,21 @@ def _run_batch(db: sqlite_utils.Database, workspace: Workspace, engine: DiffuseM
                 failed_rows.append({"path": rel, "label": label, "sha256": sha, "status": "failed",
                                     "error": exc.reason, "created_at": _now()})
                 continue
+            pixels_key = _pixels_key(image)
             slots = []
             for job_key, slot, fixed_prompt in missing:
                 choice = engine.sample(_slot_rng(seed, sha, job_key), 1, prompt=fixed_prompt)[0]
-                slots.append((job_key, slot, choice))
+                prompt_text = engine.prompts.render(choice.prompt)
+                gkey = generation_cache_key(pixels_key, prompt_text, settings_key, choice.seed)
+                slots.append((job_key, slot, choice, prompt_text, gkey))
             items.append(_Item(rel=rel, label=label, sha256=sha, source_id=row[0] if row else None, image=image,
-                               pixels_key=_pixels_key(image), slots=slots, needs_source_row=row is None))
+                               pixels_key=pixels_key, slots=slots, needs_source_row=row is None))
 
         # which Î exist already? -------------------------------------------------------------------------
         wanted: dict[str, tuple[_Item, Choice, str]] = {}
         for item in items:
-            for _, _, choice in item.slots:
-                prompt_text = engine.prompts.render(choice.prompt)
-                key = generation_cache_key(item.pixels_key, prompt_text, settings_key, choice.seed)
-                wanted.setdefault(key, (item, choice, prompt_text))
+            for _, _, choice, prompt_text, gkey in item.slots:
+                wanted.setdefault(gkey, (item, choice, prompt_text))
         cached: dict[str, dict] = {}
         keys = list(wanted)
         for start in range(0, len(keys), 500):
@@ -1241,9 +1242,7 @@ def _run_batch(db: sqlite_utils.Database, workspace: Workspace, engine: DiffuseM
     for item in items:
         if item.needs_source_row:
             pending_files.append((workspace.store_relpath(item.pixels_key), item.image, item.pixels_key))
-        for job_key, slot, choice in item.slots:
-            gkey = generation_cache_key(item.pixels_key, engine.prompts.render(choice.prompt), settings_key,
-                                        choice.seed)
+        for job_key, slot, choice, _, gkey in item.slots:
             if gkey not in generated:
                 continue  # its generation failed; the slot stays missing and is retried next run
             _, _, fractal, final = engine.mix(item.image, generated[gkey], mask_kind=choice.mask,

@@ -7,7 +7,6 @@ CMYK, 16-bit, palette, animated, alpha) and bad files (truncated JPEG, empty PNG
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal

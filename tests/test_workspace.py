@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,7 +18,6 @@ from PIL import Image
 from diffusemix_core.engine import DiffuseMix
 from diffusemix_core.errors import BadArgumentError, WorkspaceError
 from diffusemix_core.fractals import FractalLibrary
-from diffusemix_core.images import load_image
 from diffusemix_core.prompts import PromptEntry, PromptLibrary
 from diffusemix_core.workspace import (
     UNLABELLED,
