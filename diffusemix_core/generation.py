@@ -377,8 +377,7 @@ def _download_hint(model: str) -> str:
 
 
 def _load_uncached(model: str, device: str, torch_dtype: torch.dtype, revision: str | None):
-    from diffusers import EulerAncestralDiscreteScheduler
-
+    # diffusers is imported only once a pipeline is in hand, so a missing model fails before that slow import.
     if model == "tiny-random":
         pipe = build_tiny_random_pipeline()
     elif model == "random-full":
@@ -392,6 +391,8 @@ def _load_uncached(model: str, device: str, torch_dtype: torch.dtype, revision: 
             f"Model '{model}' is not an InstructPix2Pix model (its UNet takes {pipe.unet.config.in_channels} input "
             "channels, not 8); pass an InstructPix2Pix model such as timbrooks/instruct-pix2pix."
         )
+    from diffusers import EulerAncestralDiscreteScheduler
+
     if not isinstance(pipe.scheduler, EulerAncestralDiscreteScheduler):
         pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)

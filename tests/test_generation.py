@@ -334,8 +334,10 @@ def test_uncached_model_with_downloads_on_but_no_reachable_hub_fails_fast(tmp_pa
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HF_", "HUGGINGFACE", "DIFFUSEMIX_", "TRANSFORMERS_OFFLINE"))}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{closed_port}")
+    # The heavy libraries are imported before the clock starts: the bound is on the load's own waiting (a loaded CI
+    # machine once took 5 s for the imports alone), not on how fast this machine reads torch from disk.
     code = (
-        "import time\n"
+        "import time, torch, diffusers, huggingface_hub\n"
         "from diffusemix_core.generation import Pix2PixGenerator, GenerationSettings\n"
         "gen = Pix2PixGenerator(GenerationSettings(device='cpu'))\n"
         "start = time.perf_counter()\n"
@@ -350,6 +352,43 @@ def test_uncached_model_with_downloads_on_but_no_reachable_hub_fails_fast(tmp_pa
     assert name == "ModelUnavailableError", proc.stdout + proc.stderr
     assert float(seconds) < 5
     assert "cannot be reached" in message and f"127.0.0.1:{closed_port}" in message and "--model PATH" in message
+
+
+def test_blackholed_hub_fails_after_the_probe_timeout_not_a_hang(tmp_path, monkeypatch):
+    """A hub that swallows connection attempts (a firewall that drops packets) ends in the probe's 3-second timeout.
+    The endpoint is a loopback listener whose accept queue is full, so the kernel drops further SYNs."""
+    from huggingface_hub import constants
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        while True:  # fill the accept queue until a connect times out: from then on SYNs are dropped
+            filler = socket.socket()
+            filler.settimeout(0.5)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except OSError:
+                filler.close()
+                break
+            fillers.append(filler)
+            assert len(fillers) < 16, "the loopback listener never stopped accepting"
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("DIFFUSEMIX_ALLOW_DOWNLOAD", "1")
+        gen = Pix2PixGenerator(GenerationSettings(device="cpu"))
+        start = time.perf_counter()
+        with pytest.raises(ModelUnavailableError, match="cannot be reached") as info:
+            gen.load()
+        elapsed = time.perf_counter() - start
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
+    assert 2.5 < elapsed < 10, elapsed  # it waited for the probe's timeout, and no longer
+    assert f"127.0.0.1:{port}" in str(info.value) and "--model PATH" in str(info.value)
 
 
 def test_default_model_offline_with_empty_hf_home_fails_fast_in_a_fresh_process(tmp_path):

@@ -192,7 +192,7 @@ def test_bomb_is_refused_fast_from_the_header(tmp_path):
     start = time.perf_counter()
     with pytest.raises(BadImageError):
         load_image(path)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 2  # decoding it would take minutes and 30 GB; the header check is instant
 
 
 def test_max_pixels_is_checked_before_decoding(tmp_path):
