@@ -266,6 +266,28 @@ def test_larger_per_image_adds_only_the_missing(killed_then_resumed, dataset):
     assert_store_consistent(ws)
 
 
+def test_two_augment_processes_on_one_workspace_finish_the_job_exactly_once(dataset, first_run, tmp_path):
+    """Two people start the same job on one workspace at the same moment: both succeed, every slot is written once,
+    the store has no orphan or temp file, and the result equals a single run's."""
+    train, info = dataset
+    ws = tmp_path / "workspace"
+    procs = [subprocess.Popen([sys.executable, "-m", "diffusemix_core", *augment_args(train, ws)], env=cli_env(),
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    n, m = len(info["good"]), PER_IMAGE
+    assert rows(ws, "SELECT count(*) FROM augmentations") == [(n * m,)]
+    assert rows(ws, "SELECT count(*) FROM sources") == [(n + len(info["bad"]),)]
+    assert rows(ws, "SELECT count(*) FROM (SELECT cache_key FROM generations GROUP BY cache_key "
+                    "HAVING count(*) > 1)") == [(0,)]
+    assert rows(ws, "SELECT count(*) FROM runs WHERE finished_at IS NOT NULL") == [(2,)]
+    assert_store_consistent(ws)
+    assert choices_by_slot(ws) == choices_by_slot(first_run[0])
+
+
 def test_status_review_and_export(first_run, tmp_path):
     ws, _ = first_run
     status = run_cli("status", "--workspace", ws, "--json")
