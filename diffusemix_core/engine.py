@@ -272,35 +272,51 @@ class DiffuseMix:
         results = self.generator.generate(requests, batch_size=batch_size, progress=progress)
         labels = list(labels) if labels is not None else [None] * len(images)
         sources = list(sources) if sources is not None else [None] * len(images)
-        records = []
-        for img, choice, request, result, label, source in zip(images, choices, requests, results, labels, sources):
-            mask, hyb, frac, final = self.mix(
-                img, result.image, mask_kind=choice.mask, fractal_id=choice.fractal, lam=lam, feather=self.feather
-            )
-            records.append(
-                AugmentationRecord(
-                    original=img,
-                    generated=result.image,
-                    mask=mask,
-                    hybrid=hyb,
-                    fractal=frac,
-                    final=final,
-                    prompt=choice.prompt,
-                    prompt_text=request.prompt_text,
-                    mask_kind=choice.mask,
-                    fractal_id=choice.fractal,
-                    lam=lam,
-                    seed=choice.seed,
-                    generation_seed=result.seed,
-                    feather=self.feather,
-                    model=self.settings.model,
-                    settings=self.settings.cache_key(),
-                    is_test_model=self.generator.is_test_model,
-                    label=label,
-                    source=source,
-                )
-            )
-        return records
+        return [
+            self.compose(img, result.image, choice, generation_seed=result.seed, lam=lam, label=label, source=source)
+            for img, choice, result, label, source in zip(images, choices, results, labels, sources)
+        ]
+
+    def compose(
+        self,
+        original: np.ndarray,
+        generated: np.ndarray,
+        choice: Choice,
+        *,
+        generation_seed: int | None = None,
+        lam: float | None = None,
+        label: str | None = None,
+        source: str | None = None,
+    ) -> AugmentationRecord:
+        """The record of one augmentation from I, its Î and the choices: mixing only, no model call.
+
+        `generation_seed` is the seed that made Î when a degenerate output was retried (default: ``choice.seed``).
+        """
+        lam = self.lam if lam is None else check_lam(lam)
+        mask, hyb, frac, final = self.mix(
+            original, generated, mask_kind=choice.mask, fractal_id=choice.fractal, lam=lam, feather=self.feather
+        )
+        return AugmentationRecord(
+            original=original,
+            generated=generated,
+            mask=mask,
+            hybrid=hyb,
+            fractal=frac,
+            final=final,
+            prompt=choice.prompt,
+            prompt_text=self.prompts.render(choice.prompt),
+            mask_kind=choice.mask,
+            fractal_id=choice.fractal,
+            lam=lam,
+            seed=choice.seed,
+            generation_seed=choice.seed if generation_seed is None else int(generation_seed),
+            feather=self.feather,
+            model=self.settings.model,
+            settings=self.settings.cache_key(),
+            is_test_model=self.generator.is_test_model,
+            label=label,
+            source=source,
+        )
 
     def mix(
         self,

@@ -262,6 +262,22 @@ def _write(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
         raise
 
 
+def _choice_columns(record: AugmentationRecord) -> dict:
+    """The augmentations row's columns that come from the record (the app's saves and bulk runs alike)."""
+    return {"label": record.label if record.label is not None else UNLABELLED, "prompt": record.prompt,
+            "mask": record.mask_kind, "fractal": record.fractal_id, "lam": float(record.lam),
+            "feather": int(record.feather), "seed": int(record.seed)}
+
+
+def _insert_augmentation(db: sqlite_utils.Database, row: dict) -> int:
+    """Insert one augmentations row unless its (source, job) slot exists; returns 1 if it was added."""
+    cursor = db.execute(
+        f"INSERT OR IGNORE INTO augmentations ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+        list(row.values()),
+    )
+    return cursor.rowcount
+
+
 def generation_cache_key(pixels_sha256: str, prompt_text: str, settings_key: dict, seed: int) -> str:
     """The key of one Î: source pixels, rendered prompt (template included), model settings and seed."""
     payload = json.dumps(
@@ -670,14 +686,10 @@ class Workspace:
                     drift=drift,
                     cache_key=cache_key,
                 )
-                db.execute(
-                    "INSERT OR IGNORE INTO augmentations (source_id, generation_id, job_key, slot, label, prompt, "
-                    "mask, fractal, fractal_path, lam, feather, seed, path, status, drift, created_at) "
-                    "VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [source_id, generation_id, job_key, label, record.prompt, record.mask_kind, record.fractal_id,
-                     files["fractal"][0], float(record.lam), int(record.feather), int(record.seed),
-                     files["final"][0], status, drift, _now()],
-                )
+                row = {"source_id": source_id, "generation_id": generation_id, "job_key": job_key, "slot": None,
+                       **_choice_columns(record), "fractal_path": files["fractal"][0], "path": files["final"][0],
+                       "status": status, "drift": drift, "created_at": _now()}
+                _insert_augmentation(db, row)
                 self._unjournal(db, relpaths)
                 return db.execute(
                     "SELECT id FROM augmentations WHERE source_id = ? AND job_key = ?", [source_id, job_key]
@@ -1105,7 +1117,7 @@ def run_augment(
                 log.info("run cancelled after %d of %d images", done, len(files))
                 break
             batch = files[start : start + batch_size]
-            _run_batch(db, workspace, engine, Path(train_dir), batch, jobs, seed=seed, lam=lam, feather=feather,
+            _run_batch(db, workspace, engine, Path(train_dir), batch, jobs, seed=seed, lam=lam,
                        settings_key=settings_key, batch_size=batch_size, summary=summary, state=state)
             done += len(batch)
             if progress is not None:
@@ -1142,7 +1154,7 @@ def _warn_if_settings_changed(workspace: Workspace, run_id: int, args: dict) -> 
 
 
 def _run_batch(db: sqlite_utils.Database, workspace: Workspace, engine: DiffuseMix, train_dir: Path,
-               batch: list[tuple[str, str]], jobs: list[tuple[str, int | None, str | None]], *, seed: int, lam: float, feather: int,
+               batch: list[tuple[str, str]], jobs: list[tuple[str, int | None, str | None]], *, seed: int, lam: float,
                settings_key: dict, batch_size: int, summary: RunSummary, state: dict) -> None:
     """Decode, draw, generate (what is not cached), mix, store and commit one batch of source files."""
     from .drift import drift_score
@@ -1245,18 +1257,16 @@ def _run_batch(db: sqlite_utils.Database, workspace: Workspace, engine: DiffuseM
         for job_key, slot, choice, _, gkey in item.slots:
             if gkey not in generated:
                 continue  # its generation failed; the slot stays missing and is retried next run
-            _, _, fractal, final = engine.mix(item.image, generated[gkey], mask_kind=choice.mask,
-                                              fractal_id=choice.fractal, lam=lam, feather=feather)
-            final_key, fractal_key = _pixels_key(final), _pixels_key(fractal)
-            pending_files.append((workspace.store_relpath(final_key), final, final_key))
-            pending_files.append((workspace.store_relpath(fractal_key), fractal, fractal_key))
-            drift = new_generations[gkey]["drift"] if gkey in new_generations else cached[gkey]["drift"]
+            made = new_generations.get(gkey) or cached[gkey]
+            record = engine.compose(item.image, generated[gkey], choice, generation_seed=made["seed"], lam=lam,
+                                    label=item.label, source=item.rel)
+            final_key, fractal_key = _pixels_key(record.final), _pixels_key(record.fractal)
+            pending_files.append((workspace.store_relpath(final_key), record.final, final_key))
+            pending_files.append((workspace.store_relpath(fractal_key), record.fractal, fractal_key))
             aug_rows.append((item, {
-                "generation_key": gkey, "job_key": job_key, "slot": slot, "label": item.label,
-                "prompt": choice.prompt, "mask": choice.mask, "fractal": choice.fractal,
-                "fractal_path": workspace.store_relpath(fractal_key), "lam": lam, "feather": feather,
-                "seed": choice.seed, "path": workspace.store_relpath(final_key), "status": "pending",
-                "drift": drift, "run_id": summary.run_id, "created_at": _now()}))
+                "generation_key": gkey, "job_key": job_key, "slot": slot, **_choice_columns(record),
+                "fractal_path": workspace.store_relpath(fractal_key), "path": workspace.store_relpath(final_key),
+                "status": "pending", "drift": made["drift"], "run_id": summary.run_id, "created_at": _now()}))
     for key, gen in new_generations.items():
         gkey_px = _pixels_key(gen["image"])
         gen["path"] = workspace.store_relpath(gkey_px)
@@ -1294,11 +1304,7 @@ def _run_batch(db: sqlite_utils.Database, workspace: Workspace, engine: DiffuseM
             added = 0
             for item, row in aug_rows:
                 row = dict(row, source_id=item.source_id, generation_id=generation_ids[row.pop("generation_key")])
-                cursor = db.execute(
-                    f"INSERT OR IGNORE INTO augmentations ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                    list(row.values()),
-                )
-                added += cursor.rowcount
+                added += _insert_augmentation(db, row)
             workspace._unjournal(db, relpaths)
     summary.images_processed += len(items)
     summary.generations_added += len(new_generations)
