@@ -638,7 +638,7 @@ class Workspace:
         Saving the same record twice returns the same id. A record without a label is filed as ``unlabelled``.
         """
         status = _check_status(status)
-        label = record.label if record.label is not None else UNLABELLED
+        columns = _choice_columns(record)  # the label rule (None -> unlabelled) lives there, once
         original_key = _pixels_key(record.original)
         files = {
             "original": (self.store_relpath(original_key), record.original, original_key),
@@ -666,7 +666,7 @@ class Workspace:
                 db.execute(
                     "INSERT OR IGNORE INTO sources (path, label, sha256, pixels_sha256, width, height, image_path, "
                     "status, origin, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', 'app', ?)",
-                    [source_name, label, original_key, original_key, w, h, files["original"][0], _now()],
+                    [source_name, columns["label"], original_key, original_key, w, h, files["original"][0], _now()],
                 )
                 source_id = db.execute(
                     "SELECT id FROM sources WHERE path = ? AND sha256 = ?", [source_name, original_key]
@@ -687,7 +687,7 @@ class Workspace:
                     cache_key=cache_key,
                 )
                 row = {"source_id": source_id, "generation_id": generation_id, "job_key": job_key, "slot": None,
-                       **_choice_columns(record), "fractal_path": files["fractal"][0], "path": files["final"][0],
+                       **columns, "fractal_path": files["fractal"][0], "path": files["final"][0],
                        "status": status, "drift": drift, "created_at": _now()}
                 _insert_augmentation(db, row)
                 self._unjournal(db, relpaths)
