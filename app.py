@@ -37,7 +37,8 @@ from diffusemix_core.datasets import extract_zip_dataset
 from diffusemix_core.engine import STAGE_NAMES as STAGES, AugmentationRecord, DiffuseMix
 from diffusemix_core.errors import DiffuseMixError
 from diffusemix_core.fractals import FractalLibrary
-from diffusemix_core.generation import DEFAULT_MODEL, TEST_MODELS  # torch-free at import: the model loads lazily
+from diffusemix_core.generation import DEFAULT_MODEL  # torch-free at import: the model loads lazily
+from diffusemix_core.random_models import UNTRAINED_NOTE, is_test_model
 from diffusemix_core.images import load_image
 from diffusemix_core.masks import ALL_MASK_KINDS, MASK_KINDS
 from diffusemix_core.prompts import PromptEntry, PromptLibrary
@@ -96,7 +97,7 @@ class AppConfig:
 
     @property
     def is_test_model(self) -> bool:
-        return self.model in TEST_MODELS
+        return is_test_model(self.model)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -197,7 +198,7 @@ class ModelHolder:
         state = "loaded" if self.loaded else "loads on first Generate"
         text = f"Model {name}: {state}."
         if self.config.is_test_model:
-            text += " ⚠️ **Untrained test model**: its images are noise by design."
+            text += f" ⚠️ **Untrained test model**: {UNTRAINED_NOTE}."
         return text
 
 
@@ -369,7 +370,7 @@ class Studio:
         choices = record.choices()
         choices["result_id"] = result_id
         if record.is_test_model:
-            choices["note"] = "untrained test model: Î is noise by design"
+            choices["note"] = UNTRAINED_NOTE
         return (*self.files.stage_paths(result_id, record), choices)
 
     def remixed(self, result_id, lam, mask, fractal, fractal_upload) -> AugmentationRecord:
@@ -639,8 +640,8 @@ def build_app(config: AppConfig) -> gr.Blocks:
         with gr.Tab("Explore", id="explore"):
             if config.is_test_model:
                 gr.Markdown(
-                    f"⚠️ **Untrained test model** (`{config.model}`): Î and everything mixed from it is noise by "
-                    "design; start with `--model timbrooks/instruct-pix2pix` for real results.",
+                    f"⚠️ **Untrained test model** (`{config.model}`): {UNTRAINED_NOTE}; start with "
+                    "`--model timbrooks/instruct-pix2pix` for real results.",
                     elem_id="test-model-banner",
                 )
             with gr.Row():

@@ -137,7 +137,9 @@ def run_preview(args: argparse.Namespace) -> int:
     print(f"wrote 6 stages and choices.json to {args.out}: prompt={record.prompt!r} mask={record.mask_kind} "
           f"fractal={record.fractal_id} lam={record.lam} seed={record.seed}")
     if record.is_test_model:
-        print(f"note: {record.model} is an untrained test model; its 'generated' image is noise, not an edit.")
+        from .random_models import UNTRAINED_NOTE
+
+        print(f"note: {record.model} is an {UNTRAINED_NOTE}.")
     return 0
 
 

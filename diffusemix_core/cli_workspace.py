@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .random_models import UNTRAINED_NOTE, is_test_model
 from .cli import (
     EXIT_ERROR,
     add_library_arguments,
@@ -152,8 +153,8 @@ def run_augment_command(args: argparse.Namespace) -> int:
     )
     for path, reason in summary.failures:
         print(f"  failed: {path}: {reason}")
-    if settings.model in ("tiny-random", "random-full"):
-        print(f"note: {settings.model} is an untrained test model; its generated images are noise, not edits.")
+    if is_test_model(settings.model):
+        print(f"note: {settings.model} is an {UNTRAINED_NOTE}.")
     if summary.cancelled:
         print("stopped early: re-run the same command to finish the job.", file=sys.stderr)
         return 130

@@ -1,4 +1,4 @@
-"""The diffusion side of DiffuseMix: model names, pipeline loading and a batched, cached denoising loop.
+"""The denoising loop of DiffuseMix: settings, requests, and a batched, cached InstructPix2Pix generator.
 
 Generation is InstructPix2Pix (diffusers' ``StableDiffusionInstructPix2PixPipeline``) with the Euler-ancestral
 scheduler, as in the authors' public code. :class:`Pix2PixGenerator` runs the pipeline's own components
@@ -14,78 +14,56 @@ work across calls; the loop keeps the stock behaviour step for step:
   seeded with the request's seed, so a result does not depend on the rest of its batch, and a request equals a
   stock pipeline call made with ``generator=torch.Generator().manual_seed(seed)`` (tests check both).
 
-Model names: ``tiny-random`` (an untrained miniature built offline from configs, for tests and demos),
-``random-full`` (the full SD-1.5-shaped architecture with random weights, for compute benchmarks), a local
-diffusers folder, or a Hugging Face id. A hub id is taken from the local cache when it is there; otherwise it is
-downloaded, unless downloads are off (``HF_HUB_OFFLINE=1``, or ``DIFFUSEMIX_ALLOW_DOWNLOAD=0``) or the hub cannot be
-reached within a few seconds, which give a ModelUnavailableError with the remedy instead of a long hang.
-
+Where the models come from lives beside this file: ``model_loading.py`` (hub ids, local folders) and
+``random_models.py`` (``tiny-random`` and ``random-full``, built offline from configs).
 torch and diffusers are imported lazily so that ``import diffusemix_core`` stays fast.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import re
-import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image
 
-from .errors import BadArgumentError, DiffuseMixError, ModelUnavailableError
+from .errors import BadArgumentError, DiffuseMixError
+from .random_models import is_test_model
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
-    from diffusers import StableDiffusionInstructPix2PixPipeline
 
 __all__ = [
     "COUNTER_NAMES",
     "DEFAULT_MODEL",
-    "TEST_MODELS",
-    "TINY_TOKENIZER_DIR",
     "GenerationRequest",
     "GenerationResult",
     "GenerationSettings",
     "Pix2PixGenerator",
-    "build_random_full_pipeline",
-    "build_tiny_random_pipeline",
-    "load_pipeline",
+    "torch_dtype",
     "working_size",
-    "write_tiny_tokenizer_files",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "timbrooks/instruct-pix2pix"
-TEST_MODELS = ("tiny-random", "random-full")
 COUNTER_NAMES = ("text_encoder", "vae_encode", "unet", "vae_decode")
-ALLOW_DOWNLOAD_ENV = "DIFFUSEMIX_ALLOW_DOWNLOAD"
-TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "tiny_tokenizer"
 SCHEDULER_NAME = "EulerAncestralDiscreteScheduler"
 
 MAX_DEGENERATE_RETRIES = 3
 BLACK_MAX_VALUE = 2  # an output whose brightest channel value is <= this counts as all black
 MIN_RESOLUTION, MAX_RESOLUTION = 64, 4096
 MAX_STEPS = 1000
-_DTYPES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _PROMPT_CACHE_SIZE = 1024
 _LATENT_CACHE_SIZE = 512
-
-# Stable Diffusion 1.x noise schedule (what timbrooks/instruct-pix2pix ships), used by the test models.
-_SD_SCHEDULE = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
-)
 
 
 # --------------------------------------------------------------------------------------------------- settings
@@ -125,8 +103,8 @@ class GenerationSettings:
             )
         if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
             raise BadArgumentError(f"Bad device {self.device!r}: pass auto, cpu, cuda, cuda:N or mps.")
-        if self.dtype not in _DTYPES:
-            raise BadArgumentError(f"Bad dtype {self.dtype!r}: pass one of {', '.join(_DTYPES)}.")
+        if self.dtype not in DTYPES:
+            raise BadArgumentError(f"Bad dtype {self.dtype!r}: pass one of {', '.join(DTYPES)}.")
         if self.revision is not None and (not isinstance(self.revision, str) or not self.revision.strip()):
             raise BadArgumentError(f"Bad revision {self.revision!r}: pass a branch, tag or commit, or leave it unset.")
 
@@ -183,300 +161,18 @@ class GenerationResult:
     retries: int
 
 
-# --------------------------------------------------------------------------------------------------- tokenizer
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table (what CLIP's byte-level BPE vocabulary is written in)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {b: chr(b) for b in keep}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return dict(sorted(table.items()))
-
-
-def write_tiny_tokenizer_files(folder: str | Path = TINY_TOKENIZER_DIR) -> Path:
-    """Write the miniature CLIP tokenizer (``vocab.json`` + ``merges.txt``) used by the test models.
-
-    The vocabulary is the 256 byte-level characters, the same with the ``</w>`` word-end suffix, then
-    ``<|startoftext|>`` (512) and ``<|endoftext|>`` (513); there are no merges, so text is tokenised per byte.
-    Regenerate with ``python -c "from diffusemix_core.generation import write_tiny_tokenizer_files as w; w()"``.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": 256 + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = 512
-    vocab["<|endoftext|>"] = 513
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    return folder
-
-
-TINY_VOCAB_SIZE = 514
-TINY_BOS_ID, TINY_EOS_ID = 512, 513
-
-
-def _tiny_tokenizer():
-    from transformers import CLIPTokenizer
-
-    folder = TINY_TOKENIZER_DIR
-    if not (folder / "vocab.json").is_file():  # an install without package data: write a private copy
-        import tempfile
-
-        folder = write_tiny_tokenizer_files(tempfile.mkdtemp(prefix="diffusemix-tokenizer-"))
-    return CLIPTokenizer.from_pretrained(str(folder), model_max_length=77)
-
-
-# --------------------------------------------------------------------------------------------------- pipelines
-def _torch_dtype(dtype: Any) -> torch.dtype:
+# --------------------------------------------------------------------------------------------------- dtypes
+def torch_dtype(dtype: Any) -> torch.dtype:
     import torch
 
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in _DTYPES[1:]:
+    if dtype not in DTYPES[1:]:
         raise BadArgumentError(f"Bad dtype {dtype!r}: pass float32, float16 or bfloat16.")
     return getattr(torch, dtype)
 
-
-def _assemble_pipeline(unet, vae, text_encoder, tokenizer) -> StableDiffusionInstructPix2PixPipeline:
-    from diffusers import (
-        EulerAncestralDiscreteScheduler,
-        StableDiffusionInstructPix2PixPipeline,
-    )
-
-    pipe = StableDiffusionInstructPix2PixPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=EulerAncestralDiscreteScheduler(**_SD_SCHEDULE),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def _build_random_pipeline(seed: int, unet_kw: dict, vae_kw: dict, text_kw: dict):
-    """Build UNet, VAE and text encoder from configs under a forked RNG seeded with ``seed`` (global state untouched)."""
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = UNet2DConditionModel(in_channels=8, out_channels=4, **unet_kw)
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            **vae_kw,
-        )
-        text_config = CLIPTextConfig(
-            vocab_size=TINY_VOCAB_SIZE,
-            bos_token_id=TINY_BOS_ID,
-            eos_token_id=TINY_EOS_ID,
-            pad_token_id=TINY_EOS_ID,
-            max_position_embeddings=77,
-            **text_kw,
-        )
-        text_encoder = CLIPTextModel(text_config)
-    for module in (unet, vae, text_encoder):
-        module.eval()
-    return _assemble_pipeline(unet, vae, text_encoder, _tiny_tokenizer())
-
-
-def build_tiny_random_pipeline(seed: int = 0) -> StableDiffusionInstructPix2PixPipeline:
-    """An untrained miniature InstructPix2Pix (UNet 8 -> 4 channels, VAE with the real 8x downscale, 2-layer CLIP).
-
-    Built offline from configs; the same ``seed`` gives the same weights every time. Its outputs are noise-like.
-    """
-    return _build_random_pipeline(
-        seed,
-        unet_kw=dict(
-            block_out_channels=(32, 64),
-            layers_per_block=2,
-            sample_size=32,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-        ),
-        vae_kw=dict(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8, sample_size=64),
-        text_kw=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
-    )
-
-
-def build_random_full_pipeline(seed: int = 0, dtype: Any = None) -> StableDiffusionInstructPix2PixPipeline:
-    """The full SD-1.5-shaped InstructPix2Pix architecture with random weights (for compute benchmarks).
-
-    UNet 320/640/1280/1280 with 8 input channels and 768-wide cross-attention, VAE 128/256/512/512, CLIP text
-    encoder of ViT-L/14 shape (12 layers x 768). It uses the miniature byte-level tokenizer, so its vocabulary is
-    514 tokens instead of 49408 (the embedding lookup costs no FLOPs; everything else is full size).
-    ``dtype`` defaults to float32.
-    """
-    pipe = _build_random_pipeline(
-        seed,
-        unet_kw=dict(
-            block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2,
-            sample_size=64,
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            cross_attention_dim=768,
-            attention_head_dim=8,
-        ),
-        vae_kw=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=512),
-        text_kw=dict(
-            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-            projection_dim=768, hidden_act="quick_gelu",
-        ),
-    )
-    return pipe.to(dtype=_torch_dtype(dtype))
-
-
-_PIPELINES: dict[tuple, Any] = {}
-_PIPELINES_LOCK = threading.Lock()
-
-
-def load_pipeline(model: str, *, device: Any, dtype: Any, revision: str | None = None):
-    """Load (once per ``(model, device, dtype, revision)``) an InstructPix2Pix pipeline with the Euler-a scheduler.
-
-    Raises :class:`ModelUnavailableError` with the remedy when the model is neither a test model, a local
-    diffusers folder, nor already in the Hugging Face cache (no network is tried unless
-    ``DIFFUSEMIX_ALLOW_DOWNLOAD=1``).
-    """
-
-    torch_dtype = _torch_dtype(dtype)
-    device = str(device)
-    key = (model, device, str(torch_dtype), revision)
-    with _PIPELINES_LOCK:
-        if key not in _PIPELINES:
-            _PIPELINES[key] = _load_uncached(model, device, torch_dtype, revision)
-        return _PIPELINES[key]
-
-
-def _looks_like_path(model: str) -> bool:
-    return model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1 or Path(model).expanduser().exists()
-
-
-def _download_hint(model: str) -> str:
-    return (
-        "pass --model PATH to a local diffusers folder, or download it once on a connected machine with "
-        f"`python -c \"from diffusers import StableDiffusionInstructPix2PixPipeline as P; P.from_pretrained('{model}')\"`"
-        " (on a machine with a network, unset HF_HUB_OFFLINE and the first run downloads it)"
-    )
-
-
-def _load_uncached(model: str, device: str, torch_dtype: torch.dtype, revision: str | None):
-    # diffusers is imported only once a pipeline is in hand, so a missing model fails before that slow import.
-    if model == "tiny-random":
-        pipe = build_tiny_random_pipeline()
-    elif model == "random-full":
-        pipe = build_random_full_pipeline(dtype=torch_dtype)
-    elif _looks_like_path(model):
-        pipe = _load_folder(Path(model).expanduser(), torch_dtype)
-    else:
-        pipe = _load_hub(model, torch_dtype, revision)
-    if pipe.unet.config.in_channels != 8:
-        raise BadArgumentError(
-            f"Model '{model}' is not an InstructPix2Pix model (its UNet takes {pipe.unet.config.in_channels} input "
-            "channels, not 8); pass an InstructPix2Pix model such as timbrooks/instruct-pix2pix."
-        )
-    from diffusers import EulerAncestralDiscreteScheduler
-
-    if not isinstance(pipe.scheduler, EulerAncestralDiscreteScheduler):
-        pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    pipe.to(device)
-    if pipe.unet.dtype != torch_dtype:
-        pipe.to(dtype=torch_dtype)
-    log.info("loaded model %s on %s (%s)", model, device, torch_dtype)
-    return pipe
-
-
-def _from_pretrained(source: str, torch_dtype, **kwargs):
-    from diffusers import StableDiffusionInstructPix2PixPipeline
-
-    return StableDiffusionInstructPix2PixPipeline.from_pretrained(
-        source, dtype=torch_dtype, safety_checker=None, requires_safety_checker=False, **kwargs
-    )
-
-
-def _load_folder(path: Path, torch_dtype):
-    if not (path / "model_index.json").is_file():
-        raise ModelUnavailableError(
-            str(path),
-            f"Model folder '{path}' is not a diffusers pipeline folder (no model_index.json); pass the folder saved "
-            "by `pipeline.save_pretrained(...)` or a downloaded snapshot of timbrooks/instruct-pix2pix.",
-        )
-    try:
-        return _from_pretrained(str(path), torch_dtype, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelUnavailableError(
-            str(path), f"Model folder '{path}' cannot be loaded ({exc}); check that it is a complete diffusers folder."
-        ) from exc
-
-
-def _downloads_allowed() -> bool:
-    """Downloads are on unless HF_HUB_OFFLINE is set, or DIFFUSEMIX_ALLOW_DOWNLOAD says otherwise."""
-    from huggingface_hub import constants
-
-    setting = os.environ.get(ALLOW_DOWNLOAD_ENV)
-    if setting is not None:
-        return setting.strip() == "1"
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-    return not (offline or constants.HF_HUB_OFFLINE)
-
-
-def _hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub opens within `timeout_s` (so a closed network fails fast)."""
-    url = urlsplit(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
-    except OSError:
-        return False
-    return True
-
-
-def _load_hub(model: str, torch_dtype, revision: str | None):
-    from huggingface_hub import constants, try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        cached = try_to_load_from_cache(model, "model_index.json", revision=revision)
-    except HFValidationError as exc:
-        raise ModelUnavailableError(
-            model, f"Model '{model}' is neither a local folder nor a valid Hugging Face id; pass --model PATH to a "
-            "local diffusers folder, a hub id such as timbrooks/instruct-pix2pix, or tiny-random."
-        ) from exc
-    allow_download = not isinstance(cached, str)
-    if allow_download and not _downloads_allowed():
-        raise ModelUnavailableError(
-            model, f"Model '{model}' is not available offline (it is not in the Hugging Face cache "
-            f"{constants.HF_HUB_CACHE} and downloads are off); {_download_hint(model)}."
-        )
-    if allow_download and not _hub_reachable(constants.ENDPOINT):
-        raise ModelUnavailableError(
-            model, f"Model '{model}' is not in the Hugging Face cache {constants.HF_HUB_CACHE} and the hub "
-            f"({constants.ENDPOINT}) cannot be reached from this machine; {_download_hint(model)}."
-        )
-    try:
-        return _from_pretrained(model, torch_dtype, revision=revision, local_files_only=not allow_download)
-    except (OSError, ValueError) as exc:
-        raise ModelUnavailableError(
-            model, f"Model '{model}' could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            f"{_download_hint(model)}."
-        ) from exc
 
 
 # --------------------------------------------------------------------------------------------------- generator
@@ -522,7 +218,7 @@ class Pix2PixGenerator:
     def __init__(self, settings: GenerationSettings = GenerationSettings(), *, pipeline=None) -> None:
         self.settings = settings
         self.model_id = settings.model
-        self.is_test_model = settings.model in TEST_MODELS
+        self.is_test_model = is_test_model(settings.model)
         self.counters: dict[str, int] = {name: 0 for name in COUNTER_NAMES}
         self._pipeline = pipeline
         self._ready = False
@@ -543,6 +239,8 @@ class Pix2PixGenerator:
             if self._ready:
                 return
             if self._pipeline is None:
+                from .model_loading import load_pipeline
+
                 self._pipeline = load_pipeline(
                     self.settings.model,
                     device=self.settings.resolved_device(),

@@ -25,14 +25,12 @@ from diffusemix_core.errors import (
 )
 from diffusemix_core.generation import (
     DEFAULT_MODEL,
-    TINY_TOKENIZER_DIR,
     GenerationRequest,
     GenerationSettings,
     Pix2PixGenerator,
-    build_tiny_random_pipeline,
     working_size,
-    write_tiny_tokenizer_files,
 )
+from diffusemix_core.random_models import TINY_TOKENIZER_DIR, build_tiny_random_pipeline, write_tiny_tokenizer_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "A transformed version of image into autumn"
@@ -321,7 +319,8 @@ def test_default_model_offline_with_empty_cache_fails_fast_in_process(tmp_path, 
     assert time.perf_counter() - start < 5
     message = str(info.value)
     assert info.value.model == DEFAULT_MODEL
-    assert DEFAULT_MODEL in message and "--model PATH" in message and "from_pretrained" in message
+    assert DEFAULT_MODEL in message and "--model PATH" in message and "--model tiny-random" in message
+    assert "HF_HUB_OFFLINE is set" in message  # conftest sets it: the message says so
     assert "\n" not in message
 
 
@@ -352,6 +351,7 @@ def test_uncached_model_with_downloads_on_but_no_reachable_hub_fails_fast(tmp_pa
     assert name == "ModelUnavailableError", proc.stdout + proc.stderr
     assert float(seconds) < 5
     assert "cannot be reached" in message and f"127.0.0.1:{closed_port}" in message and "--model PATH" in message
+    assert "--model tiny-random" in message and "HF_HUB_OFFLINE" not in message  # not set there: not mentioned
 
 
 def test_blackholed_hub_fails_after_the_probe_timeout_not_a_hang(tmp_path, monkeypatch):
