@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from diffusemix_core.datasets import extract_zip_dataset
-from diffusemix_core.engine import STAGE_NAMES as STAGES, AugmentationRecord, DiffuseMix
+from diffusemix_core.engine import STAGE_NAMES as STAGES, AugmentationRecord, DiffuseMix, Mixer
 from diffusemix_core.errors import DiffuseMixError
 from diffusemix_core.fractals import FractalLibrary
 from diffusemix_core.generation import DEFAULT_MODEL  # torch-free at import: the model loads lazily
@@ -42,7 +42,9 @@ from diffusemix_core.random_models import UNTRAINED_NOTE, is_test_model
 from diffusemix_core.images import load_image
 from diffusemix_core.masks import ALL_MASK_KINDS, MASK_KINDS
 from diffusemix_core.prompts import PromptEntry, PromptLibrary
-from diffusemix_core.workspace import STATUSES, Workspace, run_augment
+from diffusemix_core.bulk import run_augment
+from diffusemix_core.manifest import STATUSES
+from diffusemix_core.workspace import Workspace
 
 log = logging.getLogger("diffusemix_studio")
 
@@ -346,13 +348,14 @@ class Studio:
         self._cancel_lock = threading.Lock()
 
     # -- helpers ------------------------------------------------------------------------------------------
-    def engine(self, generator=None) -> DiffuseMix:
+    def engine(self, generator) -> DiffuseMix:
         """A DiffuseMix over the workspace's current prompt library (edits take effect at once)."""
-        if generator is None:  # mixing only: no model needed
-            from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator
+        return DiffuseMix(prompts=self.workspace.manifest.get_prompt_library(), fractals=self.fractals,
+                          generator=generator)
 
-            generator = Pix2PixGenerator(GenerationSettings(model=self.config.model, device=self.config.device))
-        return DiffuseMix(prompts=self.workspace.get_prompt_library(), fractals=self.fractals, generator=generator)
+    def mixer(self) -> Mixer:
+        """Re-mixing needs no model: a Mixer over the current prompt library and the fractals."""
+        return Mixer(prompts=self.workspace.manifest.get_prompt_library(), fractals=self.fractals)
 
     def record(self, result_id: str) -> AugmentationRecord:
         result_id = (result_id or "").strip()
@@ -381,7 +384,7 @@ class Studio:
         elif fractal and fractal != RANDOM:
             fractal_arg = fractal
         mask_arg = mask if mask and mask != RANDOM else None
-        return self.engine().remix(record, lam=float(lam), mask=mask_arg, fractal=fractal_arg)
+        return self.mixer().remix(record, lam=float(lam), mask=mask_arg, fractal=fractal_arg)
 
     # -- Explore --------------------------------------------------------------------------------------------
     def augment(self, image, prompt, mask, lam, seed, fractal=RANDOM, fractal_upload=None,
@@ -440,7 +443,7 @@ class Studio:
         key = f"{result_id}|{record.mask_kind}|{record.fractal_id}|{record.lam!r}|{label}"
         saved = dict(saved or {})
         if key in saved:
-            self.workspace.set_status([saved[key]], status)
+            self.workspace.review(status, ids=[saved[key]], origin="app")
             aug_id = saved[key]
         else:
             record = dataclasses.replace(record, label=(label or "").strip() or None)
@@ -458,11 +461,11 @@ class Studio:
 
     # -- Prompt library -------------------------------------------------------------------------------------
     def get_prompts(self):
-        library = self.workspace.get_prompt_library()
+        library = self.workspace.manifest.get_prompt_library()
         return library_to_table(library), library.template, self.prompt_choices(library)
 
     def prompt_choices(self, library: PromptLibrary | None = None):
-        library = library or self.workspace.get_prompt_library()
+        library = library or self.workspace.manifest.get_prompt_library()
         return gr.Dropdown(choices=[RANDOM] + library.enabled(), value=RANDOM)
 
     def save_prompts(self, table, template):
@@ -472,7 +475,7 @@ class Studio:
         except DiffuseMixError as exc:
             gr.Warning(str(exc))
             return gr.skip(), gr.skip(), f"❌ Not saved: {exc}", gr.skip()
-        self.workspace.set_prompt_library(library)
+        self.workspace.manifest.set_prompt_library(library)
         enabled = len(library.enabled())
         return (library_to_table(library), library.template,
                 f"✅ Saved {len(library.entries)} prompts ({enabled} enabled).", self.prompt_choices(library))
@@ -506,7 +509,7 @@ class Studio:
         folder = self.config.exports_dir / "prompts"
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"prompt-library.{'toml' if fmt == 'TOML' else 'json'}"
-        self.workspace.get_prompt_library().save(target)
+        self.workspace.manifest.get_prompt_library().save(target)
         return str(target)
 
     # -- Dataset --------------------------------------------------------------------------------------------
@@ -540,11 +543,11 @@ class Studio:
         progress(0, desc=f"Loading model {self.config.model}…")
         generator = self.model.generator(steps=int(steps), resolution=int(resolution))
 
-        def report(done: int, total: int) -> None:
-            progress((done, max(total, 1)), desc="Augmenting", unit="augmentations")
+        def report(p) -> None:
+            progress((p.done, max(p.total, 1)), desc=f"Augmenting: {p.describe()}", unit="augmentations")
 
         summary = run_dataset_job(
-            self.workspace, path, per_image=int(per_image), prompts=self.workspace.get_prompt_library(),
+            self.workspace, path, per_image=int(per_image), prompts=self.workspace.manifest.get_prompt_library(),
             fractals=self.fractals, lam=float(lam), settings=generator.settings, batch_size=int(batch_size),
             seed=int(seed), all_prompts=bool(all_prompts), generator=generator, progress=report, cancel=cancel,
         )
@@ -566,23 +569,24 @@ class Studio:
     # -- Curate ---------------------------------------------------------------------------------------------
     def curate(self, label, prompt, status, order):
         """The gallery for a filter: (items, ids shown, summary line)."""
-        rows = self.workspace.list_augmentations(
+        rows = self.workspace.manifest.list_augmentations(
             label=None if label in (None, "", "all") else label,
             prompt=None if prompt in (None, "", "all") else prompt,
             status=None if status in (None, "", "all") else status,
             order="drift" if order == "drift (worst first)" else "id",
         )
         shown = rows[:GALLERY_LIMIT]
-        items = [(str(self.final_path(row)), caption(row)) for row in shown]
+        items = [(self.final_path(row), caption(row)) for row in shown]
         more = f" (showing the first {GALLERY_LIMIT})" if len(rows) > GALLERY_LIMIT else ""
         return items, [int(row["id"]) for row in shown], f"{len(rows)} augmentations match{more}."
 
-    def final_path(self, row: dict) -> Path:
-        path = Path(row["path"])
-        return path if path.is_absolute() else self.workspace.path / path
+    def final_path(self, row: dict) -> str:
+        """A of a workspace row as a PNG file for the gallery (composed from I, Î and F once, then cached)."""
+        return self.files.path(f"ws-final/{row['id']}/{row['mask']}/{row['fractal']}/{row['lam']!r}",
+                               self.workspace.final_image(row))
 
     def filter_choices(self):
-        rows = self.workspace.list_augmentations()
+        rows = self.workspace.manifest.list_augmentations()
         labels = sorted({str(r["label"]) for r in rows if r.get("label") is not None})
         prompts = sorted({str(r["prompt"]) for r in rows if r.get("prompt") is not None})
         return gr.Dropdown(choices=["all"] + labels), gr.Dropdown(choices=["all"] + prompts)
@@ -598,7 +602,7 @@ class Studio:
         target = {"this": [current] if current else [], "selected": list(selected or []), "shown": list(ids or [])}[which]
         if not target:
             raise gr.Error("Nothing to review: select an augmentation in the gallery first.")
-        changed = self.workspace.set_status(target, status)
+        changed = self.workspace.review(status, ids=target, origin="app").matched
         return f"Marked {changed} augmentation(s) {status}."
 
     # -- Export ---------------------------------------------------------------------------------------------
@@ -651,7 +655,7 @@ def build_app(config: AppConfig) -> gr.Blocks:
                     gr.Examples([[str(p)] for p in EXAMPLES if p.exists()], inputs=[image_in], label="Examples")
                 with gr.Column(scale=1, min_width=260):
                     prompt_dd = gr.Dropdown(
-                        [RANDOM] + studio.workspace.get_prompt_library().enabled(), value=RANDOM, label="Prompt"
+                        [RANDOM] + studio.workspace.manifest.get_prompt_library().enabled(), value=RANDOM, label="Prompt"
                     )
                     mask_dd = gr.Dropdown(mask_choices, value=RANDOM, label="Mask (half of I kept)")
                     fractal_dd = gr.Dropdown(fractal_choices, value=RANDOM, label="Fractal")
@@ -862,7 +866,7 @@ def _exports_table(studio: Studio) -> Callable:
     def exports():
         import pandas as pd
 
-        rows = studio.workspace.list_exports()[::-1]  # newest first
+        rows = studio.workspace.manifest.list_exports()[::-1]  # newest first
         table = pd.DataFrame(rows, columns=list(EXPORT_COLUMNS))
         return table.rename(columns=EXPORT_COLUMNS)
 

@@ -135,7 +135,7 @@ def run_preview(args: argparse.Namespace) -> int:
     (args.out / "choices.json").write_text(json.dumps(record.choices(), indent=2, ensure_ascii=False) + "\n",
                                            encoding="utf-8")
     print(f"wrote 6 stages and choices.json to {args.out}: prompt={record.prompt!r} mask={record.mask_kind} "
-          f"fractal={record.fractal_id} lam={record.lam} seed={record.seed}")
+          f"fractal={record.fractal_id} lam={record.lam} seed={record.requested_seed}")
     if record.is_test_model:
         from .random_models import UNTRAINED_NOTE
 

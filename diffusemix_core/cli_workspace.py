@@ -26,7 +26,7 @@ from .cli import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_subcommands", "run_augment_command", "run_status", "run_review", "run_export"]
+__all__ = ["add_subcommands", "run_augment_command", "run_status", "run_review", "run_check", "run_export"]
 
 
 def _positive_int(text: str) -> int:
@@ -65,10 +65,11 @@ def _workspace_argument(parser: argparse.ArgumentParser, *, must_exist: bool) ->
 
 
 def add_subcommands(subparsers) -> None:
-    """Register augment, status, review and export on the main parser's subparsers."""
+    """Register augment, status, review, check and export on the main parser's subparsers."""
     _add_augment(subparsers)
     _add_status(subparsers)
     _add_review(subparsers)
+    _add_check(subparsers)
     _add_export(subparsers)
 
 
@@ -115,21 +116,27 @@ def _add_augment(subparsers) -> None:
 def run_augment_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .workspace import Workspace, check_train_dir, run_augment
+    from .bulk import check_train_dir, run_augment
+    from .workspace import Workspace
 
     check_train_dir(args.train_dir)  # before anything is created
     settings = settings_from_args(args)
     fractals = fractal_library_from_args(args)
     workspace = Workspace(args.workspace)
-    library = prompt_library_from_args(args, fallback=workspace.get_prompt_library())
+    library = prompt_library_from_args(args, fallback=workspace.manifest.get_prompt_library())
     bars: list = []
 
-    def progress(done: int, total: int) -> None:
+    def progress(report) -> None:
         if not bars:  # created on the first report, so early errors print nothing but themselves
-            bars.append(tqdm(total=total, unit="img", desc="augment", disable=args.no_progress, dynamic_ncols=True))
+            bars.append(tqdm(total=report.total, unit="aug", desc="augment", disable=args.no_progress,
+                             dynamic_ncols=True))
         bar = bars[0]
-        bar.total = total
-        bar.update(done - bar.n)
+        bar.total = report.total
+        bar.update(report.done - bar.n)
+
+    def waiting(holder: str) -> None:
+        print(f"waiting: workspace '{args.workspace}' is in use by {holder}; this run starts when it ends "
+              "(Ctrl-C to give up).", file=sys.stderr)
 
     cancel = threading.Event()
     previous = _install_sigint(cancel)
@@ -137,19 +144,19 @@ def run_augment_command(args: argparse.Namespace) -> int:
         summary = run_augment(
             workspace, args.train_dir, per_image=args.per_image, prompts=library, fractals=fractals, lam=args.lam,
             settings=settings, batch_size=args.batch_size, seed=args.seed, all_prompts=args.all_prompts,
-            progress=progress, cancel=cancel, feather=args.feather,
+            progress=progress, cancel=cancel, feather=args.feather, on_wait=waiting,
         )
     finally:
         for bar in bars:
             bar.close()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    rate = summary.images_processed / summary.seconds if summary.seconds > 0 else 0.0
+    rate = summary.augmentations_added / summary.seconds if summary.seconds > 0 else 0.0
     print(
         f"{summary.images_total} images: {summary.images_processed} augmented now, {summary.images_skipped} already "
         f"done, {summary.images_failed} failed; {summary.augmentations_added} augmentations added "
         f"({summary.generations_added} generated, {summary.generations_reused} reused) in {summary.seconds:.1f} s "
-        f"({rate:.2f} images/s) -> {workspace.db_path}"
+        f"({rate:.2f} augmentations/s) -> {workspace.db_path}"
     )
     for path, reason in summary.failures:
         print(f"  failed: {path}: {reason}")
@@ -193,13 +200,14 @@ def _add_status(subparsers) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from .workspace import STATUSES, Workspace
+    from .manifest import STATUSES
+    from .workspace import Workspace
 
-    summary = Workspace(args.workspace, create=False).summary()
+    summary = Workspace(args.workspace, create=False).manifest.summary()
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
         return 0
-    print(f"workspace {summary['workspace']}: {summary['augmentations']} augmentations from "
+    print(f"workspace {args.workspace}: {summary['augmentations']} augmentations from "
           f"{summary['sources']['ok']} images ({summary['sources']['failed']} failed), "
           f"{summary['generations']} generated images, {summary['exports']} exports")
     print("  " + "  ".join(f"{s}: {summary['by_status'][s]}" for s in STATUSES))
@@ -225,11 +233,13 @@ def run_status(args: argparse.Namespace) -> int:
 def _add_review(subparsers) -> None:
     p = subparsers.add_parser(
         "review",
-        help="approve or reject augmentations in bulk by label, prompt, drift or id",
+        help="approve or reject augmentations in bulk by label, prompt, drift or id; undo; history",
         description="Set the status of every augmentation that matches ALL the filters given; with no filter, "
-                    "every augmentation. Prints how many were changed.",
+                    "every augmentation. Every decision is recorded (the manifest's reviews table) and a bulk "
+                    "decision is preceded by a backup of the manifest; --undo reverts the last bulk decision.",
         epilog="example: python -m diffusemix_core review -w ws --approve --max-drift 0.5; "
-               "python -m diffusemix_core review -w ws --reject --prompt rainbow",
+               "python -m diffusemix_core review -w ws --reject --prompt rainbow; "
+               "python -m diffusemix_core review -w ws --undo",
     )
     _workspace_argument(p, must_exist=True)
     action = p.add_mutually_exclusive_group(required=True)
@@ -239,6 +249,10 @@ def _add_review(subparsers) -> None:
                         help="mark the matching augmentations rejected")
     action.add_argument("--reset", dest="new_status", action="store_const", const="pending",
                         help="mark the matching augmentations pending again")
+    action.add_argument("--undo", action="store_true",
+                        help="revert the last bulk decision (items decided again since are left as they are)")
+    action.add_argument("--history", type=int, metavar="ID", default=None,
+                        help="print every decision on augmentation ID")
     p.add_argument("--label", default=None, help="only this label (class folder name, exactly)")
     p.add_argument("--prompt", default=None, help="only this prompt (raw text, e.g. 'autumn')")
     p.add_argument("--max-drift", type=float, default=None,
@@ -251,15 +265,73 @@ def _add_review(subparsers) -> None:
 
 
 def run_review(args: argparse.Namespace) -> int:
+    from .decisions import history
     from .workspace import Workspace
 
+    workspace = Workspace(args.workspace, create=False)
+    if args.history is not None:
+        workspace.manifest.get_augmentation(args.history)  # a clear error for an unknown id
+        for row in history(workspace.manifest, args.history):
+            print(f"{row['created_at']}  {row['previous_status']} -> {row['status']}  ({row['origin']}"
+                  f"{', bulk' if row['bulk'] else ''}, decision #{row['batch_id']})")
+        return 0
+    if args.undo:
+        undone = workspace.undo_last_review(origin="cli")
+        if undone is None:
+            print("nothing to undo: no bulk decision is left to revert")
+            return 0
+        batch, decision = undone
+        kept = decision.matched - decision.changed
+        print(f"undid decision #{batch['id']} ({batch['status']} of {batch['count']} augmentation(s) by "
+              f"{batch['origin']} at {batch['created_at']}): {decision.changed} restored"
+              + (f", {kept} left as they are (decided again since)" if kept else ""))
+        return 0
     ids = None if args.ids is None else [i for group in args.ids for i in group]
-    n = Workspace(args.workspace, create=False).review(
-        args.new_status, label=args.label, prompt=args.prompt, max_drift=args.max_drift, min_drift=args.min_drift,
-        ids=ids, current_status="pending" if args.only_pending else None,
+    decision = workspace.review(
+        args.new_status, origin="cli", label=args.label, prompt=args.prompt, max_drift=args.max_drift,
+        min_drift=args.min_drift, ids=ids, current_status="pending" if args.only_pending else None,
     )
-    print(f"{n} augmentation(s) marked {args.new_status}")
+    print(f"{decision.matched} augmentation(s) marked {args.new_status} ({decision.changed} changed; "
+          f"undo with `review --workspace {args.workspace} --undo`)")
     return 0
+
+
+# check -----------------------------------------------------------------------------------------------------
+def _add_check(subparsers) -> None:
+    p = subparsers.add_parser(
+        "check",
+        help="check a workspace: SQLite integrity, store against manifest (orphans, missing files)",
+        description="Run SQLite's integrity check on the manifest and compare the image store with it: files no "
+                    "row refers to (orphans), files rows refer to that are missing, temp files of dead writers. "
+                    "Exit status 0 when all is well, 1 otherwise. --fix removes orphans and dead temp files after "
+                    "the report (never when the manifest itself is damaged).",
+    )
+    _workspace_argument(p, must_exist=True)
+    p.add_argument("--fix", action="store_true", help="after the report, remove orphans and dead writers' temp files")
+    p.set_defaults(func=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from .workspace import Workspace
+
+    workspace = Workspace(args.workspace, create=False)
+    report = workspace.check(fix=args.fix)
+    print(f"manifest: {'ok' if not report.integrity_errors else 'DAMAGED'}; store: {report.files} files, "
+          f"{report.referenced} referenced, {len(report.orphans)} orphan(s), {len(report.missing)} missing, "
+          f"{report.temp_files} temp file(s) of dead writers ({report.seconds:.2f} s)")
+    for line in report.integrity_errors[:20]:
+        print(f"  integrity: {line}")
+    for rel in report.missing[:20]:
+        print(f"  missing: {rel}")
+    for rel in report.orphans[:20]:
+        print(f"  orphan: {rel}")
+    if args.fix and report.integrity_errors:
+        print("not fixed: the manifest is damaged; " + workspace.restore_advice(), file=sys.stderr)
+    elif args.fix:
+        print(f"removed {report.removed} file(s)")
+    elif report.orphans or report.temp_files:
+        print(f"run `check --workspace {args.workspace} --fix` to remove them")
+    return 0 if report.ok or (args.fix and not report.integrity_errors and not report.missing) else EXIT_ERROR
 
 
 # export ----------------------------------------------------------------------------------------------------

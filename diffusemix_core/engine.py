@@ -5,29 +5,33 @@ The story of one augmentation, top to bottom:
 1. ``sample``   draws the random choices of Algorithm 1 (prompt, mask, fractal, seed) from a seeded
                 ``numpy.random.Generator`` and returns them as plain :class:`Choice` values;
 2. ``generate`` turns (image, rendered prompt, seed) into Î with InstructPix2Pix (``generation.py``);
-3. ``mix``      applies the choices deterministically: H = M⊙I + (1−M)⊙Î, A = (1−λ)H + λF;
+3. ``compose``  applies the choices deterministically: H = M⊙I + (1−M)⊙Î, A = (1−λ)H + λF, plus the drift of Î;
 4. the result is one :class:`AugmentationRecord` holding every stage and every choice.
 
-Because drawing is apart from applying, a record can be re-mixed (other λ, mask or fractal) without the model.
+:class:`Mixer` does 1 and 3 and never needs a model: re-mixing a record with another λ, mask or fractal, composing
+a stored augmentation for display or export, and the bulk run's compose stage all use it. :class:`DiffuseMix` adds
+the generator (2) and is the one-call convenience: ``DiffuseMix(...).augment("cat.jpg", seed=7)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .checks import check_int
+from .drift import drift_score
 from .errors import BadArgumentError, BadPromptError
 from .fractals import FractalLibrary, fit_to
-from .images import load_image
+from .images import image_key, load_image
 from .masks import MASK_KINDS, check_mask_kind, make_mask, mask_to_uint8
 from .mixing import blend, check_lam, hybrid
 from .prompts import PromptLibrary
+from .random_models import is_test_model
 
-if TYPE_CHECKING:  # generation imports torch; keep `import diffusemix_core.engine` light
+if TYPE_CHECKING:  # generation imports torch lazily; keep `import diffusemix_core.engine` light
     from .generation import GenerationSettings, Pix2PixGenerator
 
 SEED_LIMIT = 2**31 - 1
@@ -42,12 +46,15 @@ class Choice:
     prompt: str  # the raw prompt, e.g. "autumn" (the template is applied at generation time)
     mask: str  # a mask kind, e.g. "left": the half of the original that is kept
     fractal: str  # a fractal id of the library
-    seed: int  # the generation seed
+    seed: int  # the generation seed asked for
 
 
 @dataclass
 class AugmentationRecord:
-    """One augmentation end to end: the six stages and every choice that made them."""
+    """One augmentation end to end: the six stages and every choice that made them.
+
+    The manifest's rows, the export's metadata.csv and the app's panels are views of this record.
+    """
 
     original: np.ndarray  # I, uint8 (h, w, 3)
     generated: np.ndarray  # Î, uint8 (h, w, 3), resized back to the source's size
@@ -55,17 +62,19 @@ class AugmentationRecord:
     hybrid: np.ndarray  # H = M⊙I + (1−M)⊙Î
     fractal: np.ndarray  # F, fitted to (h, w)
     final: np.ndarray  # A = (1−λ)H + λF
-    prompt: str
+    prompt: str  # the raw prompt, e.g. "autumn"
     prompt_text: str  # the prompt as the model saw it (template applied)
+    template: str  # the template that made prompt_text
     mask_kind: str
     fractal_id: str
     lam: float
-    seed: int  # the seed asked for
-    generation_seed: int  # the seed that made Î (differs from `seed` only when a degenerate output was retried)
     feather: int
+    requested_seed: int  # the generation seed asked for (Choice.seed)
+    used_seed: int  # the seed that made Î: requested_seed unless a degenerate output was retried
     model: str
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # GenerationSettings.cache_key() of the model
     is_test_model: bool = False
+    drift: float | None = None  # drift_score(I, Î) in [0, 1]
     label: str | None = None
     source: str | None = None
 
@@ -74,15 +83,17 @@ class AugmentationRecord:
         return {
             "prompt": self.prompt,
             "prompt_text": self.prompt_text,
+            "template": self.template,
             "mask": self.mask_kind,
             "fractal": self.fractal_id,
             "lam": self.lam,
-            "seed": self.seed,
-            "generation_seed": self.generation_seed,
             "feather": self.feather,
+            "seed": self.requested_seed,
+            "used_seed": self.used_seed,
             "model": self.model,
             "settings": dict(self.settings),
             "is_test_model": self.is_test_model,
+            "drift": self.drift,
             "label": self.label,
             "source": self.source,
         }
@@ -99,25 +110,25 @@ class AugmentationRecord:
         }
 
 
-def image_key(image: np.ndarray) -> str:
-    """Content hash of a decoded image (shape + pixels): identifies a source for the latent cache."""
-    digest = hashlib.sha256(str(image.shape).encode())
-    digest.update(np.ascontiguousarray(image).data)
-    return digest.hexdigest()
-
-
 def check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or int(seed) != seed or not 0 <= int(seed) <= SEED_LIMIT:
-        raise BadArgumentError(f"seed must be an integer in [0, {SEED_LIMIT}], got {seed!r}.")
-    return int(seed)
+    return check_int("seed", seed, minimum=0, maximum=SEED_LIMIT)
 
 
-class DiffuseMix:
-    """The DiffuseMix augmentation: prompts × masks × fractals × λ over an InstructPix2Pix generator.
+def mix(original: np.ndarray, generated: np.ndarray, fractal: np.ndarray, *, mask_kind: str, lam: float,
+        feather: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Apply one augmentation's choices to I, Î and a fractal image of any size: returns (M, H, F, A). No model."""
+    h, w = original.shape[:2]
+    mask = make_mask(mask_kind, h, w, feather=feather)
+    frac = fractal if fractal.shape[:2] == (h, w) else fit_to(fractal, h, w)
+    hyb = hybrid(original, generated, mask)
+    return mask, hyb, frac, blend(hyb, frac, check_lam(lam))
 
-    >>> dm = DiffuseMix(settings=GenerationSettings(model="tiny-random"))   # doctest: +SKIP
-    >>> record = dm.augment("cat.jpg", seed=7)                                # doctest: +SKIP
-    >>> record.final.shape, record.choices()["prompt"]                        # doctest: +SKIP
+
+class Mixer:
+    """Algorithm 1 without the model: draw choices (:meth:`sample`) and apply them (:meth:`compose`, :meth:`remix`).
+
+    Holds the prompt library (for drawing and for the template), the fractal library, the mask kinds drawn, λ and
+    the seam feather. Everything it does is cheap, deterministic array work.
     """
 
     def __init__(
@@ -126,10 +137,8 @@ class DiffuseMix:
         fractals: FractalLibrary | None = None,
         masks: Sequence[str] = MASK_KINDS,
         lam: float = 0.2,
-        settings: GenerationSettings | None = None,
-        seed: int = 0,
         feather: int = 0,
-        generator: Pix2PixGenerator | None = None,
+        seed: int = 0,
     ) -> None:
         if prompts is None:
             prompts = PromptLibrary.default()
@@ -144,20 +153,8 @@ class DiffuseMix:
         if not self.masks:
             raise BadArgumentError(f"at least one mask kind is needed; choose from {MASK_KINDS}.")
         self.lam = check_lam(lam)
-        self.feather = int(feather)
-        if self.feather < 0:
-            raise BadArgumentError(f"feather must be >= 0 pixels, got {feather}.")
-        if generator is not None:
-            self.generator = generator
-        else:
-            from .generation import GenerationSettings, Pix2PixGenerator
-
-            self.generator = Pix2PixGenerator(settings or GenerationSettings())
+        self.feather = check_int("feather", feather, minimum=0)
         self._rng = np.random.default_rng(check_seed(seed))
-
-    @property
-    def settings(self) -> GenerationSettings:
-        return self.generator.settings
 
     # 1. sample ----------------------------------------------------------------------------------------
     def sample(
@@ -198,7 +195,124 @@ class DiffuseMix:
             )
         return choices
 
-    # 2 + 3. generate and mix ----------------------------------------------------------------------------
+    def seeded_choice(self, seed: int | None = None, **fixed: str | None) -> Choice:
+        """The choice of one augmentation drawn from ``default_rng(seed)``, generating with `seed` itself.
+
+        Without a seed, one comes from the instance's own seeded stream.
+        """
+        if seed is None:
+            seed = int(self._rng.integers(0, SEED_LIMIT))
+        seed = check_seed(seed)
+        return dataclasses.replace(self.sample(np.random.default_rng(seed), 1, **fixed)[0], seed=seed)
+
+    # 3. compose ------------------------------------------------------------------------------------------
+    def compose(
+        self,
+        original: np.ndarray,
+        generated: np.ndarray,
+        choice: Choice,
+        *,
+        settings: GenerationSettings,
+        used_seed: int | None = None,
+        prompt_text: str | None = None,
+        lam: float | None = None,
+        label: str | None = None,
+        source: str | None = None,
+    ) -> AugmentationRecord:
+        """The record of one augmentation from I, its Î and the choices: mixing and drift only, no model call.
+
+        `settings` are those of the model that made Î (recorded, not run). `used_seed` is the seed that made Î when
+        a degenerate output was retried (default: ``choice.seed``); `prompt_text` the rendered prompt when the
+        caller has it already (default: rendered with this mixer's template).
+        """
+        lam = self.lam if lam is None else check_lam(lam)
+        mask, hyb, frac, final = mix(original, generated, self.fractals.fit(choice.fractal, *original.shape[:2]),
+                                     mask_kind=choice.mask, lam=lam, feather=self.feather)
+        return AugmentationRecord(
+            original=original,
+            generated=generated,
+            mask=mask,
+            hybrid=hyb,
+            fractal=frac,
+            final=final,
+            prompt=choice.prompt,
+            prompt_text=self.prompts.render(choice.prompt) if prompt_text is None else prompt_text,
+            template=self.prompts.template,
+            mask_kind=choice.mask,
+            fractal_id=choice.fractal,
+            lam=lam,
+            feather=self.feather,
+            requested_seed=choice.seed,
+            used_seed=choice.seed if used_seed is None else int(used_seed),
+            model=settings.model,
+            settings=settings.cache_key(),
+            is_test_model=is_test_model(settings.model),
+            drift=float(drift_score(original, generated)),
+            label=label,
+            source=source,
+        )
+
+    def remix(
+        self,
+        record: AugmentationRecord,
+        *,
+        lam: float | None = None,
+        mask: str | None = None,
+        fractal: str | np.ndarray | None = None,
+    ) -> AugmentationRecord:
+        """The same Î re-mixed with another λ, mask kind or fractal (an id, or an image the user brought)."""
+        lam = record.lam if lam is None else check_lam(lam)
+        mask_kind = record.mask_kind if mask is None else check_mask_kind(mask)
+        if fractal is None:
+            fractal_id, fractal_image = record.fractal_id, record.fractal
+        elif isinstance(fractal, np.ndarray):
+            fractal_image = load_image(fractal)
+            fractal_id = UPLOADED_FRACTAL_PREFIX + image_key(fractal_image)[:12]
+        else:
+            fractal_id = fractal
+            fractal_image = self.fractals.fit(fractal, *record.original.shape[:2])
+        m, hyb, frac, final = mix(record.original, record.generated, fractal_image, mask_kind=mask_kind, lam=lam,
+                                  feather=record.feather)
+        return dataclasses.replace(
+            record, mask=m, hybrid=hyb, fractal=frac, final=final, mask_kind=mask_kind, fractal_id=fractal_id, lam=lam
+        )
+
+
+class DiffuseMix(Mixer):
+    """The DiffuseMix augmentation: a :class:`Mixer` over an InstructPix2Pix generator.
+
+    >>> dm = DiffuseMix(settings=GenerationSettings(model="tiny-random"))   # doctest: +SKIP
+    >>> record = dm.augment("cat.jpg", seed=7)                                # doctest: +SKIP
+    >>> record.final.shape, record.choices()["prompt"]                        # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        prompts: PromptLibrary | Sequence[str] | None = None,
+        fractals: FractalLibrary | None = None,
+        masks: Sequence[str] = MASK_KINDS,
+        lam: float = 0.2,
+        settings: GenerationSettings | None = None,
+        seed: int = 0,
+        feather: int = 0,
+        generator: Pix2PixGenerator | None = None,
+    ) -> None:
+        super().__init__(prompts, fractals, masks, lam=lam, feather=feather, seed=seed)
+        if generator is None:
+            from .generation import GenerationSettings, Pix2PixGenerator
+
+            generator = Pix2PixGenerator(settings or GenerationSettings())
+        self.generator = generator
+
+    @property
+    def settings(self) -> GenerationSettings:
+        return self.generator.settings
+
+    def compose(self, original: np.ndarray, generated: np.ndarray, choice: Choice, *,
+                settings: GenerationSettings | None = None, **options) -> AugmentationRecord:
+        """:meth:`Mixer.compose`, recording this generator's settings unless others are given."""
+        return super().compose(original, generated, choice, settings=settings or self.settings, **options)
+
     def augment(
         self,
         image: Any,
@@ -232,16 +346,6 @@ class DiffuseMix:
         choices = [dataclasses.replace(choice, prompt=p) for p in self.prompts.enabled()]
         return self.augment_batch([original] * len(choices), choices, lam=lam)
 
-    def seeded_choice(self, seed: int | None = None, **fixed: str | None) -> Choice:
-        """The choice of one augmentation drawn from ``default_rng(seed)``, generating with `seed` itself.
-
-        Without a seed, one comes from the instance's own seeded stream.
-        """
-        if seed is None:
-            seed = int(self._rng.integers(0, SEED_LIMIT))
-        seed = check_seed(seed)
-        return dataclasses.replace(self.sample(np.random.default_rng(seed), 1, **fixed)[0], seed=seed)
-
     def augment_batch(
         self,
         images: Sequence[np.ndarray],
@@ -265,110 +369,16 @@ class DiffuseMix:
             raise BadArgumentError(f"{len(images)} images but {len(choices)} choices; give one choice per image.")
         lam = self.lam if lam is None else check_lam(lam)
         keys = list(image_keys) if image_keys is not None else [image_key(img) for img in images]
+        texts = [self.prompts.render(c.prompt) for c in choices]
         requests = [
-            GenerationRequest(image=img, image_key=key, prompt_text=self.prompts.render(c.prompt), seed=c.seed)
-            for img, key, c in zip(images, keys, choices)
+            GenerationRequest(image=img, image_key=key, prompt_text=text, seed=c.seed)
+            for img, key, text, c in zip(images, keys, texts, choices)
         ]
         results = self.generator.generate(requests, batch_size=batch_size, progress=progress)
         labels = list(labels) if labels is not None else [None] * len(images)
         sources = list(sources) if sources is not None else [None] * len(images)
         return [
-            self.compose(img, result.image, choice, generation_seed=result.seed, lam=lam, label=label, source=source)
-            for img, choice, result, label, source in zip(images, choices, results, labels, sources)
+            self.compose(img, result.image, choice, settings=self.settings, used_seed=result.used_seed,
+                         prompt_text=text, lam=lam, label=label, source=source)
+            for img, choice, text, result, label, source in zip(images, choices, texts, results, labels, sources)
         ]
-
-    def compose(
-        self,
-        original: np.ndarray,
-        generated: np.ndarray,
-        choice: Choice,
-        *,
-        generation_seed: int | None = None,
-        lam: float | None = None,
-        label: str | None = None,
-        source: str | None = None,
-    ) -> AugmentationRecord:
-        """The record of one augmentation from I, its Î and the choices: mixing only, no model call.
-
-        `generation_seed` is the seed that made Î when a degenerate output was retried (default: ``choice.seed``).
-        """
-        lam = self.lam if lam is None else check_lam(lam)
-        mask, hyb, frac, final = self.mix(
-            original, generated, mask_kind=choice.mask, fractal_id=choice.fractal, lam=lam, feather=self.feather
-        )
-        return AugmentationRecord(
-            original=original,
-            generated=generated,
-            mask=mask,
-            hybrid=hyb,
-            fractal=frac,
-            final=final,
-            prompt=choice.prompt,
-            prompt_text=self.prompts.render(choice.prompt),
-            mask_kind=choice.mask,
-            fractal_id=choice.fractal,
-            lam=lam,
-            seed=choice.seed,
-            generation_seed=choice.seed if generation_seed is None else int(generation_seed),
-            feather=self.feather,
-            model=self.settings.model,
-            settings=self.settings.cache_key(),
-            is_test_model=self.generator.is_test_model,
-            label=label,
-            source=source,
-        )
-
-    def mix(
-        self,
-        original: np.ndarray,
-        generated: np.ndarray,
-        *,
-        mask_kind: str,
-        fractal_id: str,
-        lam: float,
-        feather: int = 0,
-        fractal_image: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Apply choices deterministically: returns (M, H, F, A). No model call.
-
-        `fractal_image` (any size) replaces the library lookup, for a fractal the user brought.
-        """
-        h, w = original.shape[:2]
-        mask = make_mask(mask_kind, h, w, feather=feather)
-        frac = self.fractals.fit(fractal_id, h, w) if fractal_image is None else fit_to(fractal_image, h, w)
-        hyb = hybrid(original, generated, mask)
-        return mask, hyb, frac, blend(hyb, frac, check_lam(lam))
-
-    def remix(
-        self,
-        record: AugmentationRecord,
-        *,
-        lam: float | None = None,
-        mask: str | None = None,
-        fractal: str | np.ndarray | None = None,
-    ) -> AugmentationRecord:
-        """The same Î re-mixed with another λ, mask kind or fractal (an id, or an image the user brought)."""
-        lam = record.lam if lam is None else check_lam(lam)
-        mask_kind = record.mask_kind if mask is None else mask
-        fractal_image = None
-        if fractal is None:
-            fractal_id = record.fractal_id
-            if fractal_id.startswith(UPLOADED_FRACTAL_PREFIX):
-                fractal_image = record.fractal
-        elif isinstance(fractal, np.ndarray):
-            fractal_image = load_image(fractal)
-            fractal_id = UPLOADED_FRACTAL_PREFIX + image_key(fractal_image)[:12]
-        else:
-            fractal_id = fractal
-        m, hyb, frac, final = self.mix(
-            record.original,
-            record.generated,
-            mask_kind=mask_kind,
-            fractal_id=fractal_id,
-            lam=lam,
-            feather=record.feather,
-            fractal_image=fractal_image,
-        )
-        return dataclasses.replace(
-            record, mask=m, hybrid=hyb, fractal=frac, final=final, mask_kind=mask_kind, fractal_id=fractal_id, lam=lam
-        )

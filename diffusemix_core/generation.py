@@ -157,7 +157,7 @@ class GenerationResult:
     """Î for one request, at the source's size."""
 
     image: np.ndarray  # uint8 (h, w, 3)
-    seed: int  # the seed actually used (request seed + retries)
+    used_seed: int  # the seed that made the image (the request seed + retries)
     retries: int
 
 
@@ -348,7 +348,7 @@ class Pix2PixGenerator:
                     for batch in _chunks(size_group, batch_size):
                         for work, (image, reason) in zip(batch, self._generate_batch(batch)):
                             if reason is None:
-                                results[work.index] = GenerationResult(image=image, seed=work.seed, retries=attempt)
+                                results[work.index] = GenerationResult(image=image, used_seed=work.seed, retries=attempt)
                                 done += 1
                             else:
                                 reasons[work.index] = reason

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from pathlib import Path
@@ -26,7 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import BadArgumentError, BadImageError
 
 __all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageSource", "load_image", "save_png", "to_pil",
-           "is_image_path"]
+           "is_image_path", "image_key", "encode_png"]
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +205,17 @@ def to_pil(array: np.ndarray) -> Image.Image:
 def save_png(array: np.ndarray, path: str | Path) -> None:
     """Write a uint8 (h, w, 3) or (h, w) array to ``path`` as PNG (plain write, not atomic)."""
     to_pil(array).save(Path(path), format="PNG")
+
+
+def encode_png(array: np.ndarray, *, compress_level: int = 1) -> bytes:
+    """PNG bytes of a uint8 (h, w, 3) or (h, w) array (lossless; zlib level 1 is ~1.5x faster than the default 6)."""
+    buf = io.BytesIO()
+    to_pil(array).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def image_key(image: np.ndarray) -> str:
+    """Content hash of a decoded image (sha256 of its shape and pixels): names it in the store and the caches."""
+    digest = hashlib.sha256(str(image.shape).encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()

@@ -17,7 +17,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from app import AppConfig, Studio, build_app, config_from_args, launch_kwargs, parse_args  # noqa: E402
-from diffusemix_core.engine import DiffuseMix  # noqa: E402
+from diffusemix_core.engine import mix  # noqa: E402
 from diffusemix_core.fractals import FractalLibrary  # noqa: E402
 from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator  # noqa: E402
 from diffusemix_core.prompts import PAPER_PROMPTS  # noqa: E402
@@ -56,9 +56,10 @@ def augment(client, *, prompt="random", mask="random", lam=0.2, seed=3, fractal=
     return dict(zip(STAGES, (read_png(p) for p in out[:6]))), out[6]
 
 
-def mixer() -> DiffuseMix:
-    generator = Pix2PixGenerator(GenerationSettings(model="tiny-random", device="cpu"))
-    return DiffuseMix(fractals=FractalLibrary.default(), generator=generator)
+def engine_mix(stages: dict, *, fractal: str, mask_kind: str, lam: float):
+    """(M, H, F, A) as the engine computes them from the stages I and Î the app returned."""
+    return mix(stages["original"], stages["generated"], FractalLibrary.default().get(fractal), mask_kind=mask_kind,
+               lam=lam)
 
 
 def test_named_endpoints_are_listed(app):
@@ -78,8 +79,7 @@ def test_augment_returns_six_stages_that_obey_the_formulas(app):
     assert choices["mask"] == "left" and choices["lam"] == 0.2 and choices["seed"] == 3
     assert choices["is_test_model"] is True and "untrained" in choices["note"]
     assert choices["prompt"] in PAPER_PROMPTS and choices["result_id"].startswith("r-")
-    mask, hyb, frac, final = mixer().mix(stages["original"], stages["generated"], mask_kind="left",
-                                         fractal_id=choices["fractal"], lam=0.2)
+    mask, hyb, frac, final = engine_mix(stages, fractal=choices["fractal"], mask_kind="left", lam=0.2)
     assert np.array_equal(stages["mask"][..., 0] > 127, mask)
     assert np.array_equal(stages["hybrid"], hyb)
     assert np.array_equal(stages["fractal"], frac)
@@ -106,7 +106,7 @@ def test_remix_changes_with_lam_and_equals_the_engine(app):
     assert out[6]["result_id"] == choices["result_id"]
     assert np.array_equal(remixed["generated"], stages["generated"])  # no new generation
     assert not np.array_equal(remixed["final"], stages["final"])
-    expected = mixer().mix(stages["original"], stages["generated"], mask_kind="right", fractal_id=fractal, lam=0.75)
+    expected = engine_mix(stages, fractal=fractal, mask_kind="right", lam=0.75)
     for name, array in zip(("mask", "hybrid", "fractal", "final"), expected):
         got = remixed[name][..., 0] > 127 if name == "mask" else remixed[name]
         assert np.array_equal(got, array), name
@@ -184,7 +184,7 @@ def test_approve_and_export_round_trip(app):
     assert past["headers"][:4] == ["when", "status", "augmentations", "originals"]
     assert past["data"][0][1] == "approved"
     assert Path(past["data"][0][4]).name == Path(zip_path).name  # newest first: the export just made
-    assert len(past["data"]) == len(demo.studio.workspace.list_exports())
+    assert len(past["data"]) == len(demo.studio.workspace.manifest.list_exports())
 
 
 def test_two_sessions_curating_at_once_lose_nothing(app):
@@ -205,7 +205,7 @@ def test_two_sessions_curating_at_once_lose_nothing(app):
         t.join()
     ids = {int(m.split("#")[1].split()[0]) for m in messages}
     assert len(ids) == 6
-    rows = demo.studio.workspace.list_augmentations(label="race", status="approved")
+    rows = demo.studio.workspace.manifest.list_augmentations(label="race", status="approved")
     assert {r["id"] for r in rows} == ids
 
 
@@ -230,7 +230,7 @@ def test_dataset_zip_run_and_curate(app, tmp_path):
     items, summary = client.predict("chiens é", "all", "all", "drift (worst first)", api_name="/curate")
     ids = [int(item["caption"].split()[0].lstrip("#")) for item in items]
     assert len(ids) == 4 and all("chiens é" in item["caption"] for item in items) and summary.startswith("4 augmentations")
-    drifts = [demo.studio.workspace.get_augmentation(i)["drift"] for i in ids]
+    drifts = [demo.studio.workspace.manifest.get_augmentation(i)["drift"] for i in ids]
     assert drifts == sorted(drifts, reverse=True)
 
 

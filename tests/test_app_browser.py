@@ -119,9 +119,9 @@ def test_explore_remix_approve_export_in_chromium(app_url, tmp_path):
             browser.close()
 
     assert shot.stat().st_size > 10_000
-    rows = demo.studio.workspace.list_augmentations(status="approved")
+    rows = demo.studio.workspace.manifest.list_augmentations(status="approved")
     assert len(rows) == 1 and rows[0]["lam"] == pytest.approx(lam)
-    exports = demo.studio.workspace.list_exports()
+    exports = demo.studio.workspace.manifest.list_exports()
     assert len(exports) == 1 and zipfile.is_zipfile(exports[0]["zip_path"])
     if os.environ.get("DIFFUSEMIX_SCREENSHOT"):
         save_small_copy(shot, Path(os.environ["DIFFUSEMIX_SCREENSHOT"]))

@@ -123,11 +123,13 @@ def rows(ws: Path, sql: str, params=()) -> list[tuple]:
 
 def choices_by_slot(ws: Path) -> dict:
     return {
-        (p, k): (label, prompt, mask, fractal, lam, seed, path)
-        for p, k, label, prompt, mask, fractal, lam, seed, path in rows(
+        (p, k): (label, prompt, mask, fractal, lam, seed, generated, fractal_image)
+        for p, k, label, prompt, mask, fractal, lam, seed, generated, fractal_image in rows(
             ws,
-            "SELECT s.path, a.job_key, a.label, a.prompt, a.mask, a.fractal, a.lam, a.seed, a.path "
-            "FROM augmentations a JOIN sources s ON s.id = a.source_id",
+            # Î and the fractal image are stored under their content hash: equal paths are equal bytes, and A is a
+            # pure function of them and the choices (tested bit for bit in test_workspace.py)
+            "SELECT s.path, a.job_key, a.label, a.prompt, a.mask, a.fractal, a.lam, a.seed, g.path, a.fractal_path "
+            "FROM augmentations a JOIN sources s ON s.id = a.source_id JOIN generations g ON g.id = a.generation_id",
         )
     }
 
@@ -217,9 +219,9 @@ def test_augment_records_everything_and_reports_bad_files(first_run, dataset):
 
     assert rows(ws, "SELECT count(*) FROM augmentations") == [(len(info["good"]) * PER_IMAGE,)]
     assert {r[0] for r in rows(ws, "SELECT DISTINCT label FROM augmentations")} == set(CLASSES)
-    # every output keeps its source's orientation-corrected size
-    for path, w, h in rows(ws, "SELECT a.path, s.width, s.height FROM augmentations a "
-                               "JOIN sources s ON s.id = a.source_id"):
+    # every output keeps its source's orientation-corrected size (Î as stored; A is composed from it and I)
+    for path, w, h in rows(ws, "SELECT g.path, s.width, s.height FROM augmentations a "
+                               "JOIN sources s ON s.id = a.source_id JOIN generations g ON g.id = a.generation_id"):
         assert load_image(ws / path).shape == (h, w, 3)
     drifts = [r[0] for r in rows(ws, "SELECT drift FROM augmentations")]
     assert all(0.0 <= d <= 1.0 for d in drifts)

@@ -144,7 +144,7 @@ def test_constructor_validates(tiny_generator, fractals):
 def test_all_prompts_side_by_side_share_seed_mask_and_fractal(dm, photo):
     records = dm.augment_all_prompts(photo, mask="right", seed=8)
     assert [r.prompt for r in records] == dm.prompts.enabled()
-    assert {(r.seed, r.mask_kind, r.fractal_id) for r in records} == {(8, "right", records[0].fractal_id)}
+    assert {(r.requested_seed, r.mask_kind, r.fractal_id) for r in records} == {(8, "right", records[0].fractal_id)}
     single = dm.augment(photo, prompt=records[2].prompt, mask="right", seed=8)
     assert single.fractal_id == records[2].fractal_id
     assert np.abs(single.generated.astype(int) - records[2].generated.astype(int)).max() <= 2

@@ -153,7 +153,7 @@ def test_same_seed_same_bytes_different_seed_differs(tiny_generator):
     again = fresh_generator().generate([request(img, "a", 11)])[0]  # cold caches, new generator
     cached = tiny_generator.generate([request(img, "a", 11)])[0]  # warm caches
     assert first.image.tobytes() == again.image.tobytes() == cached.image.tobytes()
-    assert (first.seed, first.retries) == (11, 0)
+    assert (first.used_seed, first.retries) == (11, 0)
     other = tiny_generator.generate([request(img, "a", 12)])[0]
     assert max_diff(first.image, other.image) > 20
 
@@ -279,7 +279,7 @@ def test_degenerate_output_is_retried_with_the_next_seed(private_generator, monk
     expected = private_generator.generate([request(img, "d", 9)])[0]  # what seed 9 gives normally
     _patch_decode(monkeypatch, private_generator.pipeline.vae, fill, times=1)
     result = private_generator.generate([request(img, "d", 8)])[0]
-    assert (result.seed, result.retries) == (9, 1)
+    assert (result.used_seed, result.retries) == (9, 1)
     assert result.image.tobytes() == expected.image.tobytes()
 
 

@@ -19,15 +19,10 @@ from diffusemix_core.engine import Choice, DiffuseMix
 from diffusemix_core.errors import BadArgumentError, WorkspaceError
 from diffusemix_core.fractals import FractalLibrary
 from diffusemix_core.prompts import PromptEntry, PromptLibrary
-from diffusemix_core.workspace import (
-    UNLABELLED,
-    Workspace,
-    generation_cache_key,
-    run_augment,
-    safe_join,
-    sanitize_label,
-    scan_train_dir,
-)
+from diffusemix_core.bulk import run_augment, scan_train_dir
+from diffusemix_core.manifest import generation_cache_key
+from diffusemix_core.safe_files import UNLABELLED, safe_join, sanitize_label
+from diffusemix_core.workspace import Workspace
 
 FRACTALS = FractalLibrary.procedural(4, seed=0, size=64)
 
@@ -58,7 +53,7 @@ class CountingGenerator:
 
 
 def count(ws: Workspace, sql: str, params=()) -> int:
-    with ws._session() as db:
+    with ws.manifest.session() as db:
         return db.execute(sql, params).fetchone()[0]
 
 
@@ -69,7 +64,7 @@ def ws(tmp_path):
 
 # schema and store --------------------------------------------------------------------------------------------
 def test_schema_has_the_documented_columns_and_wal(ws):
-    with ws._session() as db:
+    with ws.manifest.session() as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         columns = {t: set(db[t].columns_dict) for t in db.table_names()}
     assert {"id", "path", "label", "sha256", "width", "height", "status", "error"} <= columns["sources"]
@@ -86,10 +81,10 @@ def test_schema_has_the_documented_columns_and_wal(ws):
 
 def test_store_is_content_addressed_and_atomic(ws):
     img = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
-    rel = ws._put_image(img)
-    assert rel == ws._put_image(img.copy())  # same pixels, same file
+    rel = ws.store.put(img)
+    assert rel == ws.store.put(img.copy())  # same pixels, same file
     assert rel.startswith("images/") and Path(rel).name[:2] == Path(rel).parent.name
-    np.testing.assert_array_equal(ws.read_image(rel), img)
+    np.testing.assert_array_equal(ws.store.read(rel), img)
     assert not [p for p in ws.images_path.rglob(".tmp-*")]
 
 
@@ -105,9 +100,9 @@ def test_dead_writers_temp_files_and_orphans_are_cleaned(ws):
     assert not (sub / f".tmp-{dead_pid}-deadbeef.png").exists() and live_tmp.exists()
     live_tmp.unlink()
 
-    orphan = ws._put_image(np.zeros((4, 4, 3), np.uint8))
-    protected = ws._put_image(np.ones((4, 4, 3), np.uint8))
-    with ws._session() as db:
+    orphan = ws.store.put(np.zeros((4, 4, 3), np.uint8))
+    protected = ws.store.put(np.ones((4, 4, 3), np.uint8))
+    with ws.manifest.session() as db:
         db["pending_files"].insert_all([{"path": orphan, "pid": dead_pid, "created_at": "x"},
                                         {"path": protected, "pid": os.getpid(), "created_at": "x"}])
     assert ws.gc() == 1
@@ -116,10 +111,10 @@ def test_dead_writers_temp_files_and_orphans_are_cleaned(ws):
 
 
 def test_prompt_library_round_trip(ws):
-    assert ws.get_prompt_library().enabled() == PromptLibrary.default().enabled()
+    assert ws.manifest.get_prompt_library().enabled() == PromptLibrary.default().enabled()
     lib = PromptLibrary([PromptEntry("autumn"), PromptEntry("snowy", enabled=False)], template="Make it {prompt}")
-    ws.set_prompt_library(lib)
-    back = ws.get_prompt_library()
+    ws.manifest.set_prompt_library(lib)
+    back = ws.manifest.get_prompt_library()
     assert back.entries == lib.entries and back.template == "Make it {prompt}"
 
 
@@ -144,9 +139,9 @@ def test_run_streams_in_batches_resumes_and_reuses_generations(tmp_path, ws, tin
     gen = CountingGenerator(tiny_generator)
     seen = []
     summary = run_augment(ws, train, per_image=2, fractals=FRACTALS, generator=gen, batch_size=2,
-                          progress=lambda d, t: seen.append((d, t)))
+                          progress=lambda p: seen.append((p.done, p.total)))
     assert summary.images_processed == 6 and summary.augmentations_added == 12 and summary.images_failed == 0
-    assert seen == [(0, 6), (2, 6), (4, 6), (6, 6)]
+    assert seen == [(0, 12), (4, 12), (8, 12), (12, 12)]  # in augmentations, after every committed batch
     assert gen.calls == [4, 4, 4]  # never more than one batch of images (x slots) at a time
     assert count(ws, "SELECT count(*) FROM generations") == 12
 
@@ -156,20 +151,21 @@ def test_run_streams_in_batches_resumes_and_reuses_generations(tmp_path, ws, tin
     assert (again.images_skipped, again.augmentations_added, gen.calls) == (6, 0, [])
 
     # augmentation rows lost but generations kept: Î comes from the cache, not the model
-    with ws._session() as db:
-        before = {r["job_key"]: (r["prompt"], r["mask"], r["fractal"], r["seed"], r["path"])
-                  for r in db.query("SELECT * FROM augmentations WHERE source_id = 1")}
+    def slots_of_source_1():
+        return {r["job_key"]: (r["prompt"], r["mask"], r["fractal"], r["seed"], ws.final_image(r).tobytes())
+                for r in ws.manifest.list_augmentations() if r["source_id"] == 1}
+
+    before = slots_of_source_1()
+    with ws.manifest.session() as db:
         db.execute("DELETE FROM augmentations WHERE source_id = 1")
     third = run_augment(ws, train, per_image=2, fractals=FRACTALS, generator=gen, batch_size=2)
     assert (third.augmentations_added, third.generations_reused, third.generations_added, gen.calls) == (2, 2, 0, [])
-    with ws._session() as db:
-        after = {r["job_key"]: (r["prompt"], r["mask"], r["fractal"], r["seed"], r["path"])
-                 for r in db.query("SELECT * FROM augmentations WHERE source_id = 1")}
+    after = slots_of_source_1()
     assert after == before  # same choices, bit-identical final images
 
     # the cache key holds everything that determines Î
-    row = ws.list_augmentations(limit=1)[0]
-    with ws._session() as db:
+    row = ws.manifest.list_augmentations(limit=1)[0]
+    with ws.manifest.session() as db:
         pixels, key = db.execute("SELECT s.pixels_sha256, g.cache_key FROM generations g JOIN sources s "
                                  "ON s.id = g.source_id WHERE g.id = ?", [row["generation_id"]]).fetchone()
     settings = tiny_generator.settings.cache_key()
@@ -183,7 +179,7 @@ def test_bulk_rows_are_the_records_the_engine_makes_one_at_a_time(tmp_path, ws, 
     train = write_train(tmp_path / "train", per_class=1)
     run_augment(ws, train, per_image=2, fractals=FRACTALS, generator=tiny_generator, batch_size=2, lam=0.35)
     dm = DiffuseMix(fractals=FRACTALS, generator=tiny_generator, lam=0.35)
-    rows = ws.list_augmentations(limit=100)
+    rows = ws.manifest.list_augmentations(limit=100)
     assert len(rows) == 4
     for row in rows:
         loaded = ws.load_record(row["id"])
@@ -191,9 +187,9 @@ def test_bulk_rows_are_the_records_the_engine_makes_one_at_a_time(tmp_path, ws, 
         (single,) = dm.augment_batch([loaded.original], [choice])
         # Î of a batch equals Î alone within 1/255, so A does too
         assert np.abs(single.final.astype(int) - loaded.final.astype(int)).max() <= 1
-        recomposed = dm.compose(loaded.original, loaded.generated, choice)
+        recomposed = dm.compose(loaded.original, loaded.generated, choice, settings=dm.settings)
         np.testing.assert_array_equal(recomposed.final, loaded.final)
-        expected = {k: v for k, v in single.choices().items() if k not in ("label", "source", "generation_seed")}
+        expected = {k: v for k, v in single.choices().items() if k not in ("label", "source", "used_seed")}
         assert {k: loaded.choices()[k] for k in expected} == expected
         assert loaded.label == row["label"] and row["label"] in ("a", "b b")
 
@@ -205,24 +201,25 @@ def test_same_run_in_two_workspaces_gives_the_same_manifest(tmp_path, tiny_gener
         w = Workspace(path)
         run_augment(w, train, per_image=2, fractals=FRACTALS, generator=tiny_generator, seed=5, **kw)
         return [(r["source_path"], r["job_key"], r["label"], r["prompt"], r["mask"], r["fractal"], r["seed"],
-                 r["lam"], r["path"]) for r in w.list_augmentations()]
+                 r["lam"], w.final_image(r).tobytes()) for r in w.manifest.list_augmentations()]
 
     first = manifest(tmp_path / "w1")
     assert first == manifest(tmp_path / "w2")
     other_seed = Workspace(tmp_path / "w3")
     run_augment(other_seed, train, per_image=2, fractals=FRACTALS, generator=tiny_generator, seed=6)
-    assert [r["seed"] for r in other_seed.list_augmentations()] != [r[6] for r in first]
+    assert [r["seed"] for r in other_seed.manifest.list_augmentations()] != [r[6] for r in first]
 
 
 def test_cancel_stops_between_batches_and_resume_completes(tmp_path, ws, tiny_generator):
     train = write_train(tmp_path / "train")
     cancel = threading.Event()
     summary = run_augment(ws, train, fractals=FRACTALS, generator=tiny_generator, batch_size=2, cancel=cancel,
-                          progress=lambda done, total: cancel.set() if done >= 2 else None)
-    assert summary.cancelled and summary.images_processed == 2
-    assert count(ws, "SELECT count(*) FROM augmentations") == 2
+                          progress=lambda p: cancel.set() if p.done >= 2 else None)
+    # no batch starts after the cancel; the one the model was making when it came is kept, not thrown away
+    assert summary.cancelled and summary.images_processed in (2, 4)
+    assert count(ws, "SELECT count(*) FROM augmentations") == summary.images_processed
     rest = run_augment(ws, train, fractals=FRACTALS, generator=tiny_generator, batch_size=2)
-    assert (rest.images_skipped, rest.images_processed) == (2, 4)
+    assert (rest.images_skipped, rest.images_processed) == (summary.images_processed, 6 - summary.images_processed)
     assert count(ws, "SELECT count(*) FROM augmentations") == 6
 
 
@@ -231,7 +228,7 @@ def test_all_prompts_makes_one_per_enabled_prompt(tmp_path, ws, tiny_generator):
     lib = PromptLibrary([PromptEntry("autumn"), PromptEntry("snowy"), PromptEntry("mosaic", enabled=False)])
     summary = run_augment(ws, train, prompts=lib, all_prompts=True, fractals=FRACTALS, generator=tiny_generator)
     assert summary.augmentations_added == 4
-    with ws._session() as db:
+    with ws.manifest.session() as db:
         pairs = sorted(db.execute("SELECT source_id, prompt FROM augmentations").fetchall())
         assert db.execute("SELECT text FROM prompts ORDER BY position").fetchall() == [("autumn",), ("snowy",),
                                                                                        ("mosaic",)]
@@ -257,7 +254,7 @@ def test_changed_file_is_augmented_again_and_its_failure_forgotten(tmp_path, ws,
     Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(bad)  # the user fixes the file
     second = run_augment(ws, train, fractals=FRACTALS, generator=tiny_generator)
     assert (second.images_failed, second.images_processed) == (0, 1)
-    assert ws.summary()["failures"] == []
+    assert ws.manifest.summary()["failures"] == []
 
 
 # single records (the app) ------------------------------------------------------------------------------------
@@ -266,7 +263,7 @@ def test_save_and_load_record_round_trip_without_the_model(ws, tiny_generator, p
     record = dm.augment(photo, prompt="aurora", mask="top", seed=11)
     aug_id = ws.save_record(record)
     assert ws.save_record(record) == aug_id  # idempotent
-    row = ws.get_augmentation(aug_id)
+    row = ws.manifest.get_augmentation(aug_id)
     assert (row["label"], row["status"], row["prompt"], row["mask"]) == (UNLABELLED, "pending", "aurora", "top")
     assert 0.0 <= row["drift"] <= 1.0
 
@@ -280,17 +277,17 @@ def test_save_and_load_record_round_trip_without_the_model(ws, tiny_generator, p
     assert tiny_generator.counters["unet"] == unet_calls
 
     labelled = ws.save_record(dataclasses.replace(record, label="café"))
-    assert ws.get_augmentation(labelled)["label"] == "café"
+    assert ws.manifest.get_augmentation(labelled)["label"] == "café"
     assert count(ws, "SELECT count(*) FROM generations") == 1  # same Î, stored once
     with pytest.raises(WorkspaceError, match="no augmentation"):
-        ws.get_augmentation(999)
+        ws.manifest.get_augmentation(999)
 
 
 # review ------------------------------------------------------------------------------------------------------
 def _fake_rows(ws: Workspace, n: int) -> list[int]:
     """n augmentation rows pointing at one stored image (review does not look at pixels)."""
-    img = ws._put_image(np.zeros((8, 8, 3), np.uint8))
-    with ws._session() as db:
+    img = ws.store.put(np.zeros((8, 8, 3), np.uint8))
+    with ws.manifest.session() as db:
         db["sources"].insert({"path": "x.png", "label": "x", "sha256": "s", "status": "ok", "created_at": "t"})
         db["generations"].insert({"source_id": 1, "prompt": "p", "prompt_text": "p", "seed": 0, "requested_seed": 0,
                                   "model": "m", "path": img, "cache_key": "k", "created_at": "t"})
@@ -303,11 +300,11 @@ def _fake_rows(ws: Workspace, n: int) -> list[int]:
 
 def test_review_filters(ws):
     _fake_rows(ws, 10)
-    assert ws.review("approved", label="x", max_drift=0.45) == 3  # i = 0, 2, 4
-    assert ws.review("rejected", prompt="snowy", current_status="pending") == 3  # i = 3, 6, 9 (0 is approved)
-    assert ws.set_status([10, 11], "approved") == 1
-    assert ws.summary()["by_status"] == {"pending": 4, "approved": 4, "rejected": 2}
-    assert [r["id"] for r in ws.list_augmentations(order="drift", limit=2)] == [10, 9]
+    assert ws.review("approved", label="x", max_drift=0.45).matched == 3  # i = 0, 2, 4
+    assert ws.review("rejected", prompt="snowy", current_status="pending").matched == 3  # i = 3, 6, 9 (0 is approved)
+    assert ws.review("approved", ids=[10, 11]).matched == 1
+    assert ws.manifest.summary()["by_status"] == {"pending": 4, "approved": 4, "rejected": 2}
+    assert [r["id"] for r in ws.manifest.list_augmentations(order="drift", limit=2)] == [10, 9]
     with pytest.raises(BadArgumentError):
         ws.review("maybe")
 
@@ -319,7 +316,7 @@ def test_concurrent_review_from_two_threads_loses_nothing(ws):
     def worker(my_ids, status):
         try:
             for i in my_ids:  # one transaction per id: maximal interleaving
-                assert ws.set_status([i], status) == 1
+                assert ws.review(status, ids=[i]).matched == 1
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -330,7 +327,7 @@ def test_concurrent_review_from_two_threads_loses_nothing(ws):
     for t in threads:
         t.join()
     assert errors == []
-    with ws._session() as db:
+    with ws.manifest.session() as db:
         status = dict(db.execute("SELECT id, status FROM augmentations").fetchall())
     assert all(status[i] == ("approved" if i % 2 else "rejected") for i in ids)
 
@@ -347,7 +344,7 @@ def test_concurrent_saves_and_reviews_from_threads(ws, tiny_generator, photo):
             for rec in records[k::2]:
                 aug_id = ws.save_record(rec)
                 saved[k].append(aug_id)
-                ws.set_status([aug_id], "approved")
+                ws.review("approved", ids=[aug_id]).matched
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -359,7 +356,7 @@ def test_concurrent_saves_and_reviews_from_threads(ws, tiny_generator, photo):
     assert errors == []
     ids = saved[0] + saved[1]
     assert len(set(ids)) == 20
-    assert ws.summary()["by_status"]["approved"] == 20
+    assert ws.manifest.summary()["by_status"]["approved"] == 20
     assert count(ws, "SELECT count(*) FROM generations") == 1
     assert count(ws, "SELECT count(*) FROM pending_files") == 0
 
@@ -453,4 +450,4 @@ def test_export_target_validation(tmp_path, ws):
     assert result.zip_path.is_file() and result.count == 2
     with pytest.raises(BadArgumentError):
         ws.export(tmp_path / "x", status="bogus")
-    assert [e["count"] for e in ws.list_exports()] == [2, 2]
+    assert [e["count"] for e in ws.manifest.list_exports()] == [2, 2]
