@@ -6,28 +6,40 @@ too many files, too many bytes in total or in one file, and zip bombs (an entry 
 expands far more than real images do). It then streams every entry with the byte limits enforced again on
 the data actually written, since the sizes a zip declares can lie. Nothing is left behind on failure.
 
+Entry names are decoded one by one as the tools that made them meant: an entry flagged UTF-8 (general purpose
+bit 11) is UTF-8; an unflagged one is UTF-8 too when its bytes are valid UTF-8 (Linux ``zip -r``, macOS and most
+tools of this century write UTF-8 without the flag, as ``unzip`` assumes), else the zip standard's cp437 (old
+Windows and DOS tools). ``zipfile``'s own ``metadata_encoding`` applies one encoding to the whole archive and so
+cannot read an archive that mixes them.
+
 >>> root = extract_zip_dataset("flowers.zip", "workspace/datasets")    # doctest: +SKIP
 >>> root.path          # the folder that holds the class folders, ready for ``run_augment``   # doctest: +SKIP
+>>> root.classes       # [(class folder name, number of images), ...]: what a run will see   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import stat
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .errors import WorkspaceError
+from .images import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExtractLimits", "ExtractedDataset", "extract_zip_dataset", "find_class_root"]
+__all__ = ["ExtractLimits", "ExtractedDataset", "extract_zip_dataset", "find_class_root", "class_counts",
+           "entry_name"]
 
 IGNORED_PREFIXES = ("__MACOSX/",)
 IGNORED_NAMES = (".DS_Store", "Thumbs.db")
+IGNORED_DIRS = ("__MACOSX",)  # not class folders (as for the bulk run's scan of a training folder)
+_UTF8_FLAG = 0x800  # general purpose bit 11: the entry's name is UTF-8
 _CHUNK = 1 << 20
 
 
@@ -44,11 +56,49 @@ class ExtractLimits:
 
 @dataclass(frozen=True)
 class ExtractedDataset:
-    """Where an archive went: ``path`` holds the class folders; ``files`` and ``bytes`` were written."""
+    """Where an archive went: ``path`` holds the class folders; ``files`` and ``bytes`` were written;
+    ``classes`` is :func:`class_counts` of ``path``: each class folder with its number of images."""
 
     path: Path
     files: int
     bytes: int
+    classes: list[tuple[str, int]] = field(default_factory=list)
+
+
+def entry_name(info: zipfile.ZipInfo) -> str:
+    """The name the archive's maker meant for `info`: UTF-8 when flagged or when the raw bytes are valid UTF-8,
+    else cp437 (as ``zipfile`` already decoded it)."""
+    if info.flag_bits & _UTF8_FLAG:
+        return info.filename
+    try:
+        raw = info.filename.encode("cp437")  # zipfile decoded the raw bytes as cp437: this gives them back
+    except UnicodeEncodeError:  # opened with another metadata_encoding: trust it
+        return info.filename
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return info.filename
+
+
+def class_counts(root: str | Path) -> list[tuple[str, int]]:
+    """(class folder name, number of image files) for every class folder of `root`, sorted by name.
+
+    The rules of the bulk run's ``scan_train_dir``, so the counts are what a run will see: class folders are the
+    sub-folders of `root` (walked recursively); hidden files and folders, ``__MACOSX`` and files whose extension
+    is not in IMAGE_EXTENSIONS are not counted. A class folder without images is listed with 0, so a class whose
+    files were all skipped (e.g. HEIC photos) shows up instead of vanishing.
+    """
+    counts = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.name.startswith(".") or entry.name in IGNORED_DIRS or not entry.is_dir():
+            continue
+        n = 0
+        for _, dirnames, filenames in os.walk(entry.path):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in IGNORED_DIRS]
+            n += sum(1 for name in filenames
+                     if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS)
+        counts.append((entry.name, n))
+    return counts
 
 
 def _safe_member_path(name: str, archive: str) -> PurePosixPath | None:
@@ -79,21 +129,22 @@ def _check_entries(infos: list[zipfile.ZipInfo], archive: str, limits: ExtractLi
     members = []
     total = 0
     for info in infos:
-        rel = _safe_member_path(info.filename, archive)
+        name = entry_name(info)
+        rel = _safe_member_path(name, archive)
         if rel is None or info.is_dir():
             continue
         if stat.S_ISLNK(info.external_attr >> 16):
             raise WorkspaceError(
-                f"archive '{archive}' holds a symbolic link ({info.filename!r}); zip the image files themselves."
+                f"archive '{archive}' holds a symbolic link ({name!r}); zip the image files themselves."
             )
         if info.file_size > limits.max_file_bytes:
             raise WorkspaceError(
-                f"archive '{archive}': entry {info.filename!r} expands to {info.file_size} bytes, over the "
+                f"archive '{archive}': entry {name!r} expands to {info.file_size} bytes, over the "
                 f"{limits.max_file_bytes}-byte limit per file; remove it or split the dataset."
             )
         if info.file_size >= limits.ratio_min_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
             raise WorkspaceError(
-                f"archive '{archive}': entry {info.filename!r} expands {info.file_size / max(info.compress_size, 1):.0f}x "
+                f"archive '{archive}': entry {name!r} expands {info.file_size / max(info.compress_size, 1):.0f}x "
                 f"(limit {limits.max_ratio:.0f}x), which looks like a zip bomb; upload the images themselves."
             )
         total += info.file_size
@@ -169,10 +220,10 @@ def extract_zip_dataset(
             for info, rel in members:
                 target = staging.joinpath(*rel.parts)
                 if staging.resolve() not in target.resolve().parents:  # belt and braces after the name check
-                    raise WorkspaceError(f"archive '{archive.name}': entry {info.filename!r} escapes the folder.")
+                    raise WorkspaceError(f"archive '{archive.name}': entry {rel.as_posix()!r} escapes the folder.")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "xb") as dst:
-                    what = f"archive '{archive.name}': entry {info.filename!r}"
+                    what = f"archive '{archive.name}': entry {rel.as_posix()!r}"
                     total += _copy_limited(src, dst, limit=info.file_size, what=what)
                 if total > limits.max_total_bytes:
                     raise WorkspaceError(f"archive '{archive.name}' expands beyond {limits.max_total_bytes} bytes.")
@@ -191,4 +242,5 @@ def extract_zip_dataset(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log.info("extracted %d files (%d bytes) from %s into %s", len(members), total, archive, dest)
-    return ExtractedDataset(path=find_class_root(dest), files=len(members), bytes=total)
+    root = find_class_root(dest)
+    return ExtractedDataset(path=root, files=len(members), bytes=total, classes=class_counts(root))

@@ -7,8 +7,19 @@ File format (``prompts/default.json``)::
 
 The TOML form has ``template = "..."`` and one ``[[prompts]]`` table per prompt (``text``, ``enabled``). A prompt
 may also be written as a plain string (enabled). Prompts are stripped of surrounding whitespace; validation
-rejects empty, duplicate (case-insensitive), over-long (> MAX_PROMPT_CHARS) prompts, a template without exactly
-one ``{prompt}`` field, and a library with no enabled prompt, each with a :class:`BadPromptError`.
+rejects empty, duplicate (case-insensitive), over-long (> MAX_PROMPT_CHARS) prompts, a bad template, a rendered
+instruction over MAX_RENDERED_CHARS and a library with no enabled prompt, each with a :class:`BadPromptError`.
+
+The template is plain text with exactly one ``{prompt}`` placeholder; ``{{`` and ``}}`` are literal braces. Nothing
+else in braces is accepted: no format spec or conversion (``{prompt:>99}``, ``{prompt!r}``), no other or
+positional field (``{style}``, ``{}``, ``{0}``), no attribute or index access (``{prompt.upper}``,
+``{prompt[0]}``), and at most MAX_TEMPLATE_CHARS characters. :meth:`PromptLibrary.render` substitutes the one
+placeholder and never calls ``str.format``, so neither the template nor a prompt can expand into anything larger
+than their sum.
+
+The text encoder reads at most TEXT_ENCODER_MAX_TOKENS (77) tokens and drops the rest; that is a warning, not an
+error (:meth:`PromptLibrary.warnings`), counted by a real tokenizer when one is given, else by
+:func:`estimate_tokens`.
 """
 
 from __future__ import annotations
@@ -16,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import json
 from pathlib import Path
-import string
-from typing import Any, Iterable
+import re
+from typing import Any, Callable, Iterable
 
 try:  # Python 3.11+
     import tomllib
@@ -26,13 +37,17 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 from .errors import BadPromptError
 
-__all__ = ["DEFAULT_TEMPLATE", "PAPER_PROMPTS", "MAX_PROMPT_CHARS", "DEFAULT_PROMPTS_PATH", "PromptEntry",
-           "PromptLibrary"]
+__all__ = ["DEFAULT_TEMPLATE", "PAPER_PROMPTS", "MAX_PROMPT_CHARS", "MAX_TEMPLATE_CHARS", "MAX_RENDERED_CHARS",
+           "TEXT_ENCODER_MAX_TOKENS", "DEFAULT_PROMPTS_PATH", "PromptEntry", "PromptLibrary", "estimate_tokens"]
 
 DEFAULT_TEMPLATE = "A transformed version of image into {prompt}"
 PAPER_PROMPTS: tuple[str, ...] = ("autumn", "snowy", "sunset", "watercolor art", "rainbow", "aurora", "mosaic",
                                   "ukiyo-e", "a sketch with crayon")
 MAX_PROMPT_CHARS = 200
+MAX_TEMPLATE_CHARS = 300
+MAX_RENDERED_CHARS = 400  # template and prompt together; far beyond what the text encoder reads anyway
+TEXT_ENCODER_MAX_TOKENS = 77  # CLIP's context, start and end tokens included
+PLACEHOLDER = "{prompt}"
 DEFAULT_PROMPTS_PATH: Path = Path(__file__).resolve().parent.parent / "prompts" / "default.json"
 
 
@@ -123,22 +138,45 @@ class PromptLibrary:
 
     # validation and use -----------------------------------------------------------------------------------------
     def validate(self) -> None:
-        """Raise BadPromptError for empty, duplicate, over-long prompts, a bad template or no enabled prompt."""
-        _check_template(self.template)
+        """Raise BadPromptError for a bad template, an empty, duplicate or over-long prompt, a rendered instruction
+        over MAX_RENDERED_CHARS, or no enabled prompt. Every prompt, enabled or not, is rendered once."""
+        _split_template(self.template)
         seen: dict[str, str] = {}
         for entry in self.entries:
             text = entry.text
             if not isinstance(text, str) or not text.strip():
                 raise BadPromptError(f"empty prompt {text!r}; remove it or write some text.")
-            if len(text) > MAX_PROMPT_CHARS:
-                raise BadPromptError(f"prompt {text[:40]!r}... is {len(text)} characters long, over the limit of "
-                                     f"{MAX_PROMPT_CHARS}; shorten it.")
+            _check_prompt_length(text)
             key = text.strip().casefold()
             if key in seen:
                 raise BadPromptError(f"duplicate prompt {text!r} (same as {seen[key]!r}); remove one of them.")
             seen[key] = text
+            rendered = self.render(text)
+            if len(rendered) > MAX_RENDERED_CHARS:
+                raise BadPromptError(f"prompt {_show(text)} in the template makes an instruction of {len(rendered)} "
+                                     f"characters, over the limit of {MAX_RENDERED_CHARS}; shorten the prompt or "
+                                     "the template.")
         if not any(entry.enabled for entry in self.entries):
             raise BadPromptError("the prompt library has no enabled prompt; enable or add at least one.")
+
+    def warnings(self, count_tokens: Callable[[str], int] | None = None) -> list[str]:
+        """One sentence per enabled prompt whose rendered instruction is longer than the text encoder reads.
+
+        ``count_tokens(text)`` gives the number of tokens the encoder sees for ``text``, start and end tokens
+        included: with the model loaded, pass its tokenizer, e.g. ``lambda t: len(pipe.tokenizer(t).input_ids)``.
+        Without it, :func:`estimate_tokens` is used and the sentence says "about". Raises BadPromptError for a bad
+        template or an over-long prompt (as :meth:`render` does); an empty list means nothing is cut off.
+        """
+        count = count_tokens or estimate_tokens
+        about = "" if count_tokens else "about "
+        found = []
+        for text in self.enabled():
+            tokens = int(count(self.render(text)))
+            if tokens > TEXT_ENCODER_MAX_TOKENS:
+                found.append(f"prompt {_show(text)} in the template makes {about}{tokens} tokens, over the "
+                             f"{TEXT_ENCODER_MAX_TOKENS} the text encoder reads, so the model never sees the end of "
+                             "it; shorten the prompt or the template.")
+        return found
 
     def enabled(self) -> list[str]:
         """Texts of the enabled prompts, in file order."""
@@ -149,8 +187,17 @@ class PromptLibrary:
         return [entry.text for entry in self.entries]
 
     def render(self, prompt: str) -> str:
-        """The model's instruction for ``prompt``: the template with ``{prompt}`` replaced."""
-        return self.template.format(prompt=prompt)
+        """The model's instruction for ``prompt``: the template with its one ``{prompt}`` replaced.
+
+        The template is checked first (also when the library was built without :meth:`validate`, e.g. read back
+        from a workspace) and the prompt must be text of at most MAX_PROMPT_CHARS characters; braces in the prompt
+        are kept as they are. BadPromptError otherwise.
+        """
+        before, after = _split_template(self.template)
+        if not isinstance(prompt, str):
+            raise BadPromptError(f"prompt must be text, got {prompt!r}; put it in quotes.")
+        _check_prompt_length(prompt)
+        return before + prompt + after
 
     # serialisation ---------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -188,17 +235,102 @@ def _text(value: Any, what: str) -> str:
     return value.strip()
 
 
-def _check_template(template: Any) -> None:
+def _show(value: str, limit: int = 40) -> str:
+    """A value for a message: quoted, and cut to `limit` characters with '...' when longer."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}..."
+
+
+def _check_prompt_length(text: str) -> None:
+    if len(text) > MAX_PROMPT_CHARS:
+        raise BadPromptError(f"prompt {_show(text)} is {len(text)} characters long, over the limit of "
+                             f"{MAX_PROMPT_CHARS}; shorten it.")
+
+
+# "{{" and "}}" are literal braces, "{prompt}" the placeholder; any other brace is an error.
+_TEMPLATE_TOKEN = re.compile(r"\{\{|\}\}|\{prompt\}|[{}]")
+_FIX = "write the prompt's place as a plain {prompt} and literal braces as {{ and }}"
+
+
+def _split_template(template: Any) -> tuple[str, str]:
+    """The template's literal text before and after its one ``{prompt}``, with ``{{``/``}}`` unescaped.
+
+    Raises BadPromptError naming the template for anything but plain text around exactly one ``{prompt}``.
+    """
     if not isinstance(template, str):
-        raise BadPromptError(f"template must be text, got {template!r}.")
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        raise BadPromptError(f"template {template!r} has unbalanced braces ({exc}); write literal braces as "
-                             "{{ and }}.") from exc
-    if fields != ["prompt"]:
-        raise BadPromptError(f"template {template!r} must contain {{prompt}} exactly once and no other "
-                             "{...} field; e.g. 'A transformed version of image into {prompt}'.")
+        raise BadPromptError(f"template must be text, got {template!r}; e.g. {DEFAULT_TEMPLATE!r}.")
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise BadPromptError(f"template {_show(template)} is {len(template)} characters long, over the limit of "
+                             f"{MAX_TEMPLATE_CHARS}; shorten it.")
+    parts: list[str] = []  # literal pieces; a placeholder starts a new one
+    piece: list[str] = []
+    pos = 0
+    for match in _TEMPLATE_TOKEN.finditer(template):
+        piece.append(template[pos:match.start()])
+        token = match.group()
+        if token == "{{":
+            piece.append("{")
+        elif token == "}}":
+            piece.append("}")
+        elif token == PLACEHOLDER:
+            parts.append("".join(piece))
+            piece = []
+        elif token == "{":
+            raise _bad_field(template, match.start())
+        else:
+            raise BadPromptError(f"template {_show(template, 60)} has an unbalanced '}}' at character "
+                                 f"{match.start() + 1}; {_FIX}.")
+        pos = match.end()
+    piece.append(template[pos:])
+    parts.append("".join(piece))
+    if len(parts) != 2:
+        raise BadPromptError(f"template {_show(template, 60)} must contain {{prompt}} exactly once (found "
+                             f"{len(parts) - 1}); e.g. {DEFAULT_TEMPLATE!r}.")
+    return parts[0], parts[1]
+
+
+def _bad_field(template: str, start: int) -> BadPromptError:
+    """The error for a '{' at `start` that opens anything but a plain {prompt}."""
+    depth = 0
+    for end in range(start, len(template)):
+        depth += {"{": 1, "}": -1}.get(template[end], 0)
+        if depth == 0:
+            break
+    else:
+        return BadPromptError(f"template {_show(template, 60)} has an unbalanced '{{' at character {start + 1}; "
+                              f"{_FIX}.")
+    spec = template[start + 1:end]
+    name = re.match(r"[^:!.\[]*", spec).group()
+    field_text = template[start:end + 1]
+    shown = "" if field_text == template else f" ({_show(field_text, 30)})"
+    if name == "prompt" and spec[len(name)] in ":!":
+        what = f"gives {{prompt}} a format spec or conversion{shown}"
+    elif name == "prompt":
+        what = f"uses attribute or index access on {{prompt}}{shown}"
+    elif name == "" or name.isdigit():
+        what = f"has a positional field{shown}"
+    else:
+        what = f"has the field {_show(field_text, 30)}, but {{prompt}} is the only field allowed"
+    return BadPromptError(f"template {_show(template, 60)} {what}; {_FIX}.")
+
+
+# CLIP's tokenizer splits text into runs of letters, single digits and other characters, then into byte pairs.
+_TOKEN_PIECES = re.compile(r"[A-Za-z]+|[0-9]|[^\sA-Za-z0-9]")
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative estimate of the CLIP tokens of ``text``, start and end tokens included.
+
+    Counts one token per started 4 letters of each ASCII word (common English words are a single token, rarer
+    ones a few), one per digit and one per UTF-8 byte of every other non-space character (punctuation,
+    accented letters, CJK). For ordinary English this errs on the high side, by about half (the default
+    instruction "A transformed version of image into autumn" is 14 here, about 9 for CLIP), so a warning
+    comes early rather than late; it is not a bound for unusual text: pass a real tokenizer for exact counts.
+    """
+    count = 2  # <|startoftext|> and <|endoftext|>
+    for match in _TOKEN_PIECES.finditer(text):
+        piece = match.group()
+        count += -(-len(piece) // 4) if piece.isascii() and piece.isalpha() else len(piece.encode("utf-8"))
+    return count
 
 
 def _toml_string(value: str) -> str:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import io
+import shutil
 import stat
+import subprocess
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from diffusemix_core.datasets import ExtractLimits, extract_zip_dataset, find_class_root
+from diffusemix_core.datasets import ExtractLimits, class_counts, entry_name, extract_zip_dataset, find_class_root
 from diffusemix_core.errors import WorkspaceError
 
 
@@ -42,6 +45,7 @@ def test_extracts_class_folders_and_finds_the_root(tmp_path, prefix):
     result = extract_zip_dataset(archive, tmp_path / "ws" / "ds")
     assert result.files == 3
     assert sorted(p.name for p in result.path.iterdir()) == ["cat", "chat noir é"]
+    assert result.classes == [("cat", 2), ("chat noir é", 1)]
     assert (result.path / "cat" / "2.png").read_bytes() == png_bytes(2)
     assert result.bytes == sum(len(png_bytes(i)) for i in (1, 2, 3))
     assert not list((tmp_path / "ws").glob(".extract-*"))
@@ -146,3 +150,91 @@ def test_find_class_root_descends_wrappers(tmp_path):
     (tmp_path / "a" / "train" / "cat").mkdir(parents=True)
     (tmp_path / "a" / "train" / "dog").mkdir(parents=True)
     assert find_class_root(tmp_path) == tmp_path / "a" / "train"
+
+
+# names as real tools write them --------------------------------------------------------------------------------
+def make_raw_name_zip(path: Path, entries: list[tuple[bytes | str, bytes]]) -> Path:
+    """A zip whose `bytes` names are stored as those raw bytes WITHOUT the UTF-8 flag (general purpose bit 11),
+    as Linux `zip -r` does with UTF-8 names and old Windows tools with cp437 ones; `str` names go through
+    zipfile, which flags a non-ASCII name as UTF-8 (as 7-Zip, Windows Explorer and macOS do)."""
+    stand_ins = {}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i, (name, data) in enumerate(entries):
+            if isinstance(name, bytes):  # an ASCII stand-in of the same length is stored unflagged ...
+                stand_in = chr(ord("A") + i).encode("ascii") * len(name)  # AAAA..., BBBB...: never overlap
+                stand_ins[stand_in] = name
+                zf.writestr(stand_in.decode("ascii"), data)
+            else:
+                zf.writestr(name, data)
+    raw = path.read_bytes()
+    for stand_in, name in stand_ins.items():  # ... then replaced by the raw name (names are not checksummed)
+        assert raw.count(stand_in) == 2  # the local header and the central directory
+        raw = raw.replace(stand_in, name)
+    path.write_bytes(raw)
+    return path
+
+
+def test_names_are_decoded_per_entry_as_their_tools_meant(tmp_path):
+    archive = make_raw_name_zip(tmp_path / "mixed.zip", [
+        ("cells é/1.png".encode("utf-8"), png_bytes(1)),  # Linux zip -r: UTF-8 bytes, no flag
+        ("cells é/sub/2.png".encode("utf-8"), png_bytes(2)),
+        ("chat noir é/3.png", png_bytes(3)),  # flagged UTF-8
+        ("naïve/4.png".encode("cp437"), png_bytes(4)),  # an old DOS/Windows tool: cp437, no flag
+        (b"plain/5.png", png_bytes(5)),  # ASCII, no flag
+        ("日本/6.png".encode("utf-8"), png_bytes(6)),
+    ])
+    with zipfile.ZipFile(archive) as zf:  # the premise: zipfile alone garbles the unflagged UTF-8 names
+        infos = zf.infolist()
+        assert [i.flag_bits & 0x800 for i in infos] == [0, 0, 0x800, 0, 0, 0]
+        assert infos[0].filename == "cells ├⌐/1.png"
+        assert [entry_name(i) for i in infos] == ["cells é/1.png", "cells é/sub/2.png", "chat noir é/3.png",
+                                                  "naïve/4.png", "plain/5.png", "日本/6.png"]
+    result = extract_zip_dataset(archive, tmp_path / "ds")
+    assert result.classes == [("cells é", 2), ("chat noir é", 1), ("naïve", 1), ("plain", 1), ("日本", 1)]
+    assert sorted(p.name for p in result.path.iterdir()) == [name for name, _ in result.classes]
+    assert (result.path / "cells é" / "sub" / "2.png").read_bytes() == png_bytes(2)
+    assert (result.path / "naïve" / "4.png").read_bytes() == png_bytes(4)
+
+
+def test_unsafe_raw_names_are_refused_and_named_decoded(tmp_path):
+    archive = make_raw_name_zip(tmp_path / "bad.zip", [(b"cat/ok.png", png_bytes(1)),
+                                                      ("../évil.png".encode("utf-8"), png_bytes(2))])
+    with pytest.raises(WorkspaceError, match="unsafe path.*'../évil.png'"):
+        extract_zip_dataset(archive, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists() and not (tmp_path / "évil.png").exists()
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="cross-check with Info-ZIP's zip; apt-get install zip")
+def test_an_archive_made_by_zip_r_keeps_its_names(tmp_path):
+    """The same as the pure-Python archive above, made by the real tool when this machine has it."""
+    source = tmp_path / "src"
+    (source / "train" / "cells é").mkdir(parents=True)
+    (source / "train" / "cells é" / "1.png").write_bytes(png_bytes(1))
+    (source / "train" / "dog").mkdir()
+    (source / "train" / "dog" / "2.png").write_bytes(png_bytes(2))
+    subprocess.run(["zip", "-qr", str(tmp_path / "real.zip"), "train"], cwd=source, check=True,
+                   env={"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"})
+    with zipfile.ZipFile(tmp_path / "real.zip") as zf:
+        assert "train/cells ├⌐/1.png" in zf.namelist()  # no UTF-8 flag: what this test is about
+    result = extract_zip_dataset(tmp_path / "real.zip", tmp_path / "ds")
+    assert result.classes == [("cells é", 1), ("dog", 1)]
+
+
+# the classes found, before any run ---------------------------------------------------------------------------
+def test_class_counts_follow_the_rules_of_a_run(tmp_path):
+    try:
+        from diffusemix_core.bulk import scan_train_dir
+    except ImportError:  # before the bulk run moved out of workspace.py
+        from diffusemix_core.bulk import scan_train_dir
+
+    files = ["cat/1.png", "cat/2.JPG", "cat/deep/er/3.webp", "cat/notes.txt", "cat/.4.png", "cat/.hidden/5.png",
+             "cat/__MACOSX/6.png", "dog/1.jpeg", "empty/README.md", "heic only/1.heic", ".hidden/1.png",
+             "__MACOSX/._1.png", "stray.png"]
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(png_bytes(1))
+    (tmp_path / "no files").mkdir()
+    counts = class_counts(tmp_path)
+    assert counts == [("cat", 3), ("dog", 1), ("empty", 0), ("heic only", 0), ("no files", 0)]
+    run_sees = Counter(label for _, label in scan_train_dir(tmp_path))
+    assert run_sees == {name: n for name, n in counts if n}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -10,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 from diffusemix_core.errors import BadPromptError
 from diffusemix_core.prompts import (DEFAULT_PROMPTS_PATH, DEFAULT_TEMPLATE, MAX_PROMPT_CHARS, PAPER_PROMPTS,
                                      PromptEntry, PromptLibrary)
+from diffusemix_core import prompts as prompts_module
 
 PAPER = ["autumn", "snowy", "sunset", "watercolor art", "rainbow", "aurora", "mosaic", "ukiyo-e",
          "a sketch with crayon"]
@@ -161,3 +163,143 @@ def test_from_texts_rejects_a_single_string_and_non_text():
 def test_dumps_unknown_format():
     with pytest.raises(BadPromptError):
         PromptLibrary.default().dumps("yaml")
+
+
+# the template cannot be turned into a weapon ------------------------------------------------------------------
+WEAPONS = [  # (template, what the error says); the first three were accepted before issue 7
+    ("A transformed version of image into {prompt:>10000000}", "format spec or conversion"),
+    ("{prompt:{prompt}}", "format spec or conversion"),
+    ("Make it {prompt!r}", "format spec or conversion"),
+    ("Make it {prompt!s:>5}", "format spec or conversion"),
+    ("Make it {prompt:}", "format spec or conversion"),
+    ("Make it {prompt.__class__}", "attribute or index access"),
+    ("Make it {prompt[0]}", "attribute or index access"),
+    ("Make it {prompt.__class__.__mro__[1].__subclasses__}", "attribute or index access"),
+    ("{prompt} in {0}", "positional field"),
+    ("{prompt} in {}", "positional field"),
+    ("{prompt} in {style}", "the only field allowed"),
+    ("{prompt} in {style:{prompt}}", "the only field allowed"),
+    ("{prompt} in {", "unbalanced '{'"),
+    ("{prompt} in {{{", "unbalanced '{'"),
+    ("{prompt} in }", "unbalanced '}'"),
+    ("{{prompt}}", "exactly once"),
+]
+
+
+@pytest.mark.parametrize("template,what", WEAPONS)
+def test_template_with_anything_but_one_plain_placeholder_is_refused(template, what):
+    with pytest.raises(BadPromptError, match=re.escape(what)) as info:
+        PromptLibrary.from_texts(["autumn"], template=template)
+    message = str(info.value)
+    assert message.startswith(f"template {template[:40]!r}"[:-1]) and "\n" not in message and message.endswith(".")
+    assert "{prompt}" in message  # the remedy shows the one form that works
+
+
+@pytest.mark.parametrize("template,what", WEAPONS)
+def test_render_refuses_a_bad_template_even_without_validation(template, what):
+    """A library read back from a workspace is built without validate(): render must not expand it either."""
+    lib = PromptLibrary([PromptEntry("autumn")], template=template)
+    with pytest.raises(BadPromptError, match=re.escape(what)):
+        lib.render("autumn")
+    with pytest.raises(BadPromptError):
+        lib.warnings()
+
+
+def test_a_weaponised_template_in_a_file_is_refused_with_the_file_named(tmp_path):
+    path = tmp_path / "evil.json"
+    path.write_text(json.dumps({"template": "{prompt:>10000000}", "prompts": ["autumn"]}), encoding="utf-8")
+    with pytest.raises(BadPromptError, match="format spec") as info:
+        PromptLibrary.load(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "template,rendered",
+    [
+        ("Make it {prompt}, keep the {{layout}}", "Make it x, keep the {layout}"),
+        ("{{{prompt}}}", "{x}"),
+        ("}}{{ {prompt} {{}}", "}{ x {}"),
+        ("{prompt}", "x"),
+    ],
+)
+def test_literal_braces_stay_allowed(template, rendered):
+    assert PromptLibrary.from_texts(["x"], template=template).render("x") == rendered
+
+
+@pytest.mark.parametrize("prompt", ["{prompt}", "{0}", "{prompt:>10000000}", "{}", "}{", "{{x}}", "{prompt.__class__}"])
+def test_a_prompt_is_inserted_as_it_is_never_formatted(prompt):
+    lib = PromptLibrary.from_texts([prompt], template="Make it {prompt} ({{literal}})")
+    assert lib.render(prompt) == f"Make it {prompt} ({{literal}})"
+    assert lib.enabled() == [prompt]
+
+
+def test_template_length_limit_is_inclusive():
+    limit = prompts_module.MAX_TEMPLATE_CHARS
+    assert limit == 300
+    fits = "x" * (limit - len("{prompt}")) + "{prompt}"
+    assert PromptLibrary.from_texts(["autumn"], template=fits).render("autumn").endswith("autumn")
+    with pytest.raises(BadPromptError, match=f"{limit + 1} characters long, over the limit of {limit}"):
+        PromptLibrary.from_texts(["autumn"], template="x" + fits)
+
+
+def test_validation_renders_every_prompt_and_limits_the_rendered_length(tmp_path):
+    limit = prompts_module.MAX_RENDERED_CHARS
+    template = "y" * 250 + " {prompt}"  # both within their own limits, too long together
+    ok = "z" * (limit - 251)
+    lib = PromptLibrary.from_texts([ok], template=template)
+    assert len(lib.render(ok)) == limit
+    long_prompt = "z" * (limit - 250)
+    lib = PromptLibrary([PromptEntry("autumn"), PromptEntry(long_prompt, enabled=False)], template=template)
+    with pytest.raises(BadPromptError, match=f"{limit + 1} characters, over the limit of {limit}; shorten the "
+                                             "prompt or the template"):
+        lib.validate()
+    with pytest.raises(BadPromptError):
+        lib.save(tmp_path / "never.json")
+    assert not (tmp_path / "never.json").exists()
+
+
+def test_render_refuses_an_over_long_prompt():
+    lib = PromptLibrary.default()
+    assert lib.render("x" * MAX_PROMPT_CHARS).endswith("x" * MAX_PROMPT_CHARS)
+    with pytest.raises(BadPromptError, match=f"{MAX_PROMPT_CHARS + 1} characters"):
+        lib.render("x" * (MAX_PROMPT_CHARS + 1))
+    with pytest.raises(BadPromptError, match="must be text"):
+        lib.render(None)  # type: ignore[arg-type]
+
+
+# the text encoder's 77 tokens: a warning, not an error -------------------------------------------------------
+def test_the_papers_library_has_no_token_warning():
+    assert PromptLibrary.default().warnings() == []
+    assert prompts_module.estimate_tokens(PromptLibrary.default().render("autumn")) == 14
+
+
+def test_warnings_by_the_estimate_name_each_long_enabled_prompt():
+    long_prompt = ", ".join(str(i) for i in range(40))  # digits and commas: one token each in CLIP
+    assert len(long_prompt) <= MAX_PROMPT_CHARS
+    lib = PromptLibrary([PromptEntry("autumn"), PromptEntry(long_prompt), PromptEntry(long_prompt + "!", False)])
+    lib.validate()  # a warning is not an error: the library stays valid and can be saved
+    (warning,) = lib.warnings()
+    assert warning.startswith(f"prompt {long_prompt[:40]!r}...") and "about" in warning and "77" in warning
+    assert "shorten the prompt or the template" in warning and "\n" not in warning
+
+
+def test_warnings_use_the_given_tokenizer_on_the_rendered_text():
+    seen = []
+
+    def count_tokens(text):  # stands in for e.g. lambda t: len(pipe.tokenizer(t).input_ids)
+        seen.append(text)
+        return 78 if "snowy" in text else 77
+
+    lib = PromptLibrary([PromptEntry("autumn"), PromptEntry("snowy"), PromptEntry("sunset", False)],
+                        template="Make it {prompt}")
+    warnings = lib.warnings(count_tokens=count_tokens)
+    assert seen == ["Make it autumn", "Make it snowy"]  # enabled prompts only, rendered
+    assert len(warnings) == 1 and "'snowy'" in warnings[0] and "78 tokens" in warnings[0]
+    assert "about" not in warnings[0]
+
+
+@given(text=st.text(max_size=300))
+@settings(max_examples=200, deadline=None)
+def test_token_estimate_counts_at_least_one_token_per_word(text):
+    """CLIP never makes fewer tokens than words (plus start and end); the estimate must not either."""
+    assert prompts_module.estimate_tokens(text) >= len(text.split()) + 2
