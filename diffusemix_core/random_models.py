@@ -3,9 +3,11 @@
 * ``tiny-random``: an untrained miniature InstructPix2Pix (tests, offline demos). Its outputs are noise-like.
 * ``random-full``: the full SD-1.5-shaped InstructPix2Pix architecture with random weights (compute benchmarks:
   the arithmetic is the real model's).
+* ``tiny-random-clip``: an untrained miniature CLIP for the label-consistency scorer (``scoring.py``); its
+  probabilities say nothing about the image.
 
-Both use a miniature byte-level CLIP tokenizer written from two small files (``assets/tiny_tokenizer``).
-:data:`TEST_MODELS` and :data:`UNTRAINED_NOTE` are the one place that names them and says what they are.
+All three use a miniature byte-level CLIP tokenizer written from two small files (``assets/tiny_tokenizer``).
+:data:`TEST_MODELS`, :data:`TEST_SCORERS` and the two notes are the one place that names them and says what they are.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = [
     "TEST_MODELS",
+    "TEST_SCORERS",
     "TINY_TOKENIZER_DIR",
     "UNTRAINED_NOTE",
+    "UNTRAINED_SCORER_NOTE",
     "build_random_full_pipeline",
+    "build_tiny_random_clip",
     "build_tiny_random_pipeline",
     "is_test_model",
     "tiny_tokenizer",
@@ -30,6 +35,8 @@ __all__ = [
 
 TEST_MODELS = ("tiny-random", "random-full")
 UNTRAINED_NOTE = "untrained test model: its generated images are noise by design, not edits"
+TEST_SCORERS = ("tiny-random-clip",)
+UNTRAINED_SCORER_NOTE = "untrained test scorer: its label scores are random by design and say nothing about the image"
 TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "tiny_tokenizer"
 
 # Stable Diffusion 1.x noise schedule (what timbrooks/instruct-pix2pix ships), used by the test models.
@@ -39,8 +46,8 @@ _SD_SCHEDULE = dict(
 
 
 def is_test_model(model: str) -> bool:
-    """Whether `model` names one of the random-weight test models (its output is not a real edit)."""
-    return model in TEST_MODELS
+    """Whether `model` names one of the random-weight test models or test scorers (its output means nothing)."""
+    return model in TEST_MODELS or model in TEST_SCORERS
 
 
 # --------------------------------------------------------------------------------------------------- tokenizer
@@ -192,3 +199,32 @@ def build_random_full_pipeline(seed: int = 0, dtype: Any = None) -> StableDiffus
     from .generation import torch_dtype
 
     return pipe.to(dtype=torch_dtype(dtype))
+
+
+# --------------------------------------------------------------------------------------------------- scorer
+def build_tiny_random_clip(seed: int = 0):
+    """An untrained miniature CLIP for the scorer: ``(model, tokenizer, image_processor)``, built offline.
+
+    Towers of 2 layers x 32 wide (vision: 224 px input in 32 px patches, as ViT-B/32), the miniature byte-level
+    tokenizer, and the real ViT-B/32 preprocessing (``CLIPImageProcessorPil``: shortest side 224, centre crop,
+    CLIP's mean/std), so the scorer's whole code path runs. The same ``seed`` gives the same weights every time.
+    """
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=TINY_VOCAB_SIZE, bos_token_id=TINY_BOS_ID, eos_token_id=TINY_EOS_ID, pad_token_id=TINY_EOS_ID,
+            max_position_embeddings=77, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+            num_attention_heads=4,
+        ),
+        vision_config=dict(
+            image_size=224, patch_size=32, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+            num_attention_heads=4,
+        ),
+        projection_dim=32,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPModel(config)
+    return model.eval(), tiny_tokenizer(), CLIPImageProcessorPil()
