@@ -38,7 +38,7 @@ from .decisions import Decision, decide, undo_last
 from .errors import WorkspaceError
 from .manifest import MANIFEST_NAME, Manifest, check_status, generation_cache_key, write
 from .safe_files import UNLABELLED, atomic_target, pid_alive, remove_dead_temp_files, writer_pid
-from .store import IMAGES_DIR, ImageStore
+from .store import ImageStore
 
 if TYPE_CHECKING:
     from .engine import AugmentationRecord

@@ -19,7 +19,6 @@ from gradio_client import Client, handle_file  # noqa: E402
 from app import AppConfig, Studio, build_app, config_from_args, launch_kwargs, parse_args  # noqa: E402
 from diffusemix_core.engine import mix  # noqa: E402
 from diffusemix_core.fractals import FractalLibrary  # noqa: E402
-from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator  # noqa: E402
 from diffusemix_core.prompts import PAPER_PROMPTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
