@@ -148,7 +148,7 @@ def run_preview(args: argparse.Namespace) -> int:
 
 # main ----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_workspace
+    from . import cli_train, cli_workspace
 
     parser = argparse.ArgumentParser(
         prog="python -m diffusemix_core",
@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_preview(subparsers)
     cli_workspace.add_subcommands(subparsers)
+    cli_train.add_subcommand(subparsers)
     return parser
 
 

@@ -1,0 +1,875 @@
+"""Train on it: DiffuseMix as a training-time dataset, AugMix's consistency loss, and a trainer that compares arms.
+
+The expensive part of DiffuseMix, Î (the InstructPix2Pix output), is cached in the workspace; everything after it
+(mask, fractal, λ) is a cheap pure function. So a training set can re-mix every epoch at mixing cost, the way
+PixMix wraps a dataset, while DA-Fusion's "swap a real image for a synthetic one with probability p" decides when:
+
+1. :class:`DiffuseMixDataset` gives one item per source image of a workspace. With probability ``p`` the item is a
+   DiffuseMix image re-mixed from one of that source's cached Î with a fresh mask, fractal and λ; otherwise it is
+   the original. The draws come from ``numpy.random.default_rng([seed, epoch, index])`` only (sample, then apply:
+   :meth:`DiffuseMixDataset.draw` returns plain :class:`Draw` values), so the same seed and epoch give the same
+   bytes in any process, with any number of DataLoader workers.
+2. :func:`jsd_loss` is AugMix's Jensen-Shannon consistency loss (the paper trains with it "following AugMix").
+3. :func:`train_arms` trains one model per arm (``baseline``: originals only; ``export``: originals + the exported
+   augmentation files; ``online``: the dataset above) with the same seed, schedule and validation set, and writes
+   ``results.csv``, ``curves.png`` and ``summary.md``. ``python -m diffusemix_core train`` is its command line.
+
+Images are read lazily, one item at a time; nothing holds a dataset of images in memory. Every SQL statement of
+this module is in the "manifest, read-only" section below.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import operator
+import os
+import sqlite3
+import threading
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import BadArgumentError, ModelUnavailableError, WorkspaceError
+from .fractals import FractalLibrary
+from .images import is_image_path, load_image
+from .masks import MASK_KINDS, check_mask_kind, make_mask
+from .mixing import blend, check_lam, hybrid
+
+__all__ = [
+    "ARMS",
+    "STATUSES",
+    "Draw",
+    "DiffuseMixDataset",
+    "ImageFiles",
+    "TrainSettings",
+    "TrainReport",
+    "build_model",
+    "image_folder",
+    "jsd_loss",
+    "resize_center_crop",
+    "to_tensor",
+    "train_arms",
+]
+
+log = logging.getLogger(__name__)
+
+ARMS: tuple[str, ...] = ("baseline", "export", "online")
+STATUSES: tuple[str, ...] = ("approved", "pending", "rejected", "all")
+MANIFEST_NAME = "manifest.sqlite"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_IGNORED_DIRS = {"__MACOSX"}
+
+
+# ------------------------------------------------------------------------------------- the manifest, read-only
+# The workspace's tables (docs/workspace.md): sources(id, label, status, origin, image_path),
+# generations(id, path), augmentations(source_id, generation_id, status). Paths are relative to the workspace.
+def open_manifest(workspace: Path) -> sqlite3.Connection:
+    """A read-only connection to ``workspace/manifest.sqlite`` (WorkspaceError if there is none)."""
+    db_path = workspace / MANIFEST_NAME
+    if not db_path.is_file():
+        raise WorkspaceError(
+            f"no workspace at '{workspace}' (no {MANIFEST_NAME}); run `augment --workspace {workspace}` first."
+        )
+    # as_uri() percent-encodes spaces, '?', '#' and non-ASCII names; check_same_thread=False because the
+    # dataset serialises its queries with a lock (a thread-pool loader may call it from several threads)
+    return sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30, check_same_thread=False)
+
+
+def manifest_sources(conn: sqlite3.Connection, status: str) -> list[tuple[int, str, int]]:
+    """(source id, label, number of distinct Î with an augmentation of `status`) for every usable dataset source.
+
+    Usable: ``status = 'ok'`` and ``origin = 'dataset'`` (a bulk run's images; single images saved from the app are
+    explorations, not the training set). Ordered by id.
+    """
+    return conn.execute(
+        """SELECT s.id, s.label, COUNT(DISTINCT g.path) FROM sources s
+           LEFT JOIN augmentations a ON a.source_id = s.id AND (? = 'all' OR a.status = ?)
+           LEFT JOIN generations g ON g.id = a.generation_id
+           WHERE s.status = 'ok' AND s.origin = 'dataset' GROUP BY s.id ORDER BY s.id""",
+        [status, status],
+    ).fetchall()
+
+
+def manifest_images(conn: sqlite3.Connection, source_id: int, status: str) -> tuple[str, list[str]]:
+    """(the source's stored image, the distinct Î of its augmentations of `status`, oldest first)."""
+    rows = conn.execute(
+        """SELECT s.image_path, g.path FROM sources s
+           LEFT JOIN augmentations a ON a.source_id = s.id AND (? = 'all' OR a.status = ?)
+           LEFT JOIN generations g ON g.id = a.generation_id
+           WHERE s.id = ? ORDER BY g.id""",
+        [status, status, int(source_id)],
+    ).fetchall()
+    if not rows:
+        raise WorkspaceError(f"source {source_id} is no longer in the manifest; rebuild the dataset.")
+    generated = list(dict.fromkeys(path for _, path in rows if path is not None))
+    return rows[0][0], generated
+
+
+# ------------------------------------------------------------------------------------------- preprocessing
+def resize_center_crop(image: np.ndarray | Image.Image, size: int) -> np.ndarray:
+    """uint8 (size, size, 3): the shorter side resized to `size` and the centre cropped, in one Pillow call.
+
+    Pillow's bilinear filter widens its support when it shrinks, so downscaling is antialiased.
+    """
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    width, height = pil.size
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    resized = pil.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+    return np.asarray(resized)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (h, w, 3) -> float32 tensor (3, h, w) in [0, 1] (what torchvision's ToTensor gives)."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+
+
+def _check_size(size: object) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise BadArgumentError(f"size must be a whole number of pixels >= 1, got {size!r}; 224 suits ResNets.")
+    return int(size)
+
+
+def _lam_range(lam: float | Sequence[float]) -> tuple[float, float]:
+    if isinstance(lam, (int, float, np.floating)) and not isinstance(lam, bool):
+        value = check_lam(lam)
+        return value, value
+    try:
+        low, high = (check_lam(v) for v in lam)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise BadArgumentError(f"lam must be a number in [0, 1] or a (low, high) pair, got {lam!r}.") from None
+    if low > high:
+        raise BadArgumentError(f"lam range ({low}, {high}) is reversed; give (low, high) with low <= high.")
+    return low, high
+
+
+def _check_status(status: str) -> str:
+    if status not in STATUSES:
+        raise BadArgumentError(f"status must be one of {', '.join(STATUSES)}, got {status!r}.")
+    return status
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+@dataclass(frozen=True)
+class Draw:
+    """What one item draws before anything is applied (sample, then apply)."""
+
+    augment: bool  # False: the original image
+    generated: int  # index into the source's Î (oldest first); -1 when the source has none
+    mask: str  # mask kind: the half of the original that is kept
+    fractal: str  # fractal id
+    lam: float  # blend factor λ
+
+
+class DiffuseMixDataset(torch.utils.data.Dataset):
+    """One item per source image of a workspace, re-mixed on the fly from the cached Î.
+
+    ``ds[i]`` is ``(image, label_index)``, or ``((clean, aug1, aug2), label_index)`` with ``jsd=True`` (AugMix's
+    layout: both augmented views are always DiffuseMix images, whatever ``p``; a source without a cached Î gives its
+    original three times). ``image`` is ``transform(PIL image)`` when a transform is given (mixing then runs at the
+    source's full resolution, the fractal fitted to it), else a float32 tensor (3, size, size) in [0, 1]: the image
+    resized on its shorter side and centre-cropped (the hybrid is made at full resolution, resized once, and the
+    fractal, fitted to size×size, is blended after the resize; resizing is linear, so this is the same image up to
+    the fractal's framing and rounding, at a fraction of the cost).
+
+    Classes are the sorted source labels (``classes``, ``class_to_idx``; ``targets`` is the label index of every
+    item). Call :meth:`set_epoch` before each epoch: the epoch lives in shared memory, so DataLoader workers, also
+    persistent ones, see it. Each process opens its own read-only SQLite connection on first use; pickling drops
+    it. Sources whose Î have none of the wanted ``status`` (e.g. nothing approved yet) always give the original.
+    """
+
+    def __init__(
+        self,
+        workspace: Any,
+        *,
+        status: str = "approved",
+        p: float = 0.5,
+        lam: float | Sequence[float] = 0.2,
+        masks: Sequence[str] = MASK_KINDS,
+        fractals: FractalLibrary | None = None,
+        transform: Callable[[Image.Image], Any] | None = None,
+        seed: int = 0,
+        jsd: bool = False,
+        size: int = 224,
+        feather: int = 0,
+    ) -> None:
+        self.workspace = Path(getattr(workspace, "path", workspace))
+        self.status = _check_status(status)
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+            raise BadArgumentError(f"p (the probability of a DiffuseMix image) must be in [0, 1], got {p!r}.")
+        self.p = float(p)
+        self.lam_range = _lam_range(lam)
+        self.masks = tuple(check_mask_kind(kind) for kind in masks)
+        if not self.masks:
+            raise BadArgumentError(f"at least one mask kind is needed; choose from {', '.join(MASK_KINDS)}.")
+        self.fractals = fractals if fractals is not None else FractalLibrary.default()
+        if transform is not None and not callable(transform):
+            raise BadArgumentError(f"transform must be a callable taking a PIL image, got {transform!r}.")
+        self.transform = transform
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise BadArgumentError(f"seed must be a whole number >= 0, got {seed!r}.")
+        self.seed = int(seed)
+        self.jsd = bool(jsd)
+        self.size = _check_size(size)
+        if isinstance(feather, bool) or not isinstance(feather, (int, np.integer)) or feather < 0:
+            raise BadArgumentError(f"feather must be a whole number of pixels >= 0, got {feather!r}.")
+        self.feather = int(feather)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._conn: sqlite3.Connection | None = None
+        self._conn_pid: int | None = None
+        self._lock = threading.Lock()
+
+        conn = open_manifest(self.workspace)
+        try:
+            rows = manifest_sources(conn, self.status)
+        finally:
+            conn.close()
+        if not rows:
+            raise WorkspaceError(
+                f"workspace '{self.workspace}' has no usable source images; run `augment --train-dir DIR "
+                f"--workspace {self.workspace}` first."
+            )
+        self.classes: list[str] = sorted({label for _, label, _ in rows})
+        self.class_to_idx: dict[str, int] = {name: i for i, name in enumerate(self.classes)}
+        # numpy arrays, not lists of Python objects: forked workers share them without copy-on-read
+        self.source_ids = np.array([r[0] for r in rows], dtype=np.int64)
+        self.targets = np.array([self.class_to_idx[r[1]] for r in rows], dtype=np.int64)
+        self.generated_counts = np.array([r[2] for r in rows], dtype=np.int64)
+
+    # bookkeeping ------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.source_ids)
+
+    def __repr__(self) -> str:
+        low, high = self.lam_range
+        lam = f"{low:g}" if low == high else f"({low:g}, {high:g})"
+        return (f"DiffuseMixDataset('{self.workspace}', {len(self)} sources, {len(self.classes)} classes, "
+                f"{self.sources_with_generated} with {self.status} Î, p={self.p:g}, lam={lam}, epoch={self.epoch})")
+
+    @property
+    def sources_with_generated(self) -> int:
+        """How many sources have at least one cached Î of the wanted status."""
+        return int((self.generated_counts > 0).sum())
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next items draw from `epoch` (call it before iterating each epoch)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise BadArgumentError(f"epoch must be a whole number >= 0, got {epoch!r}.")
+        self._epoch.fill_(int(epoch))
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_conn"] = state["_conn_pid"] = state["_lock"] = None
+        state["fractals"] = _LibraryState.of(self.fractals)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.fractals = state["fractals"].rebuild()
+        self._lock = threading.Lock()
+
+    def _images(self, source_id: int) -> tuple[str, list[str]]:
+        with self._lock:
+            if self._conn is None or self._conn_pid != os.getpid():  # first use, or a forked worker's first use
+                self._conn, self._conn_pid = open_manifest(self.workspace), os.getpid()
+            return manifest_images(self._conn, source_id, self.status)
+
+    # 1. sample -------------------------------------------------------------------------------------------
+    def draw(self, index: int, n_generated: int, count: int = 1, epoch: int | None = None) -> list[Draw]:
+        """The `count` draws of item `index` in `epoch` (default: the current one) for a source with `n_generated`
+        cached Î. Every value is drawn whatever the others are, so e.g. p never shifts the mask draws."""
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch), int(index)])
+        low, high = self.lam_range
+        ids = self.fractals.ids
+        draws = []
+        for _ in range(count):
+            augment = bool(rng.random() < self.p)
+            pick = rng.random()
+            which = min(int(pick * n_generated), n_generated - 1) if n_generated else -1
+            mask = self.masks[int(rng.integers(len(self.masks)))]
+            fractal = ids[int(rng.integers(len(ids)))]
+            lam = low + (high - low) * float(rng.random())
+            draws.append(Draw(augment=augment and n_generated > 0, generated=which, mask=mask, fractal=fractal,
+                              lam=lam))
+        return draws
+
+    # 2. apply --------------------------------------------------------------------------------------------
+    def __getitem__(self, index: int):
+        index = operator.index(index)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} sources")
+        original_path, generated_paths = self._images(int(self.source_ids[index]))
+        label = int(self.targets[index])
+        original = load_image(self.workspace / original_path)
+        decoded: dict[int, np.ndarray] = {}
+
+        def generated(which: int) -> np.ndarray:
+            if which not in decoded:
+                decoded[which] = load_image(self.workspace / generated_paths[which])
+            return decoded[which]
+
+        if self.jsd:
+            draws = [dataclasses.replace(d, augment=d.generated >= 0)
+                     for d in self.draw(index, len(generated_paths), count=2)]
+            views = [self._finish(original)] + [self._mix(original, generated(d.generated), d) if d.augment
+                                                else self._finish(original) for d in draws]
+            return tuple(views), label
+        (d,) = self.draw(index, len(generated_paths))
+        return (self._mix(original, generated(d.generated), d) if d.augment else self._finish(original)), label
+
+    def _mix(self, original: np.ndarray, generated: np.ndarray, d: Draw):
+        h, w = original.shape[:2]
+        mixed = hybrid(original, generated, make_mask(d.mask, h, w, feather=self.feather))
+        if self.transform is not None:  # full resolution for the user's pipeline
+            return self.transform(Image.fromarray(blend(mixed, self.fractals.fit(d.fractal, h, w), d.lam)))
+        small = resize_center_crop(mixed, self.size)
+        return to_tensor(blend(small, self.fractals.fit(d.fractal, self.size, self.size), d.lam))
+
+    def _finish(self, image: np.ndarray):
+        if self.transform is not None:
+            return self.transform(Image.fromarray(image))
+        return to_tensor(resize_center_crop(image, self.size))
+
+
+@dataclass(frozen=True)
+class _LibraryState:
+    """A FractalLibrary without its lock and fit cache, so that the dataset pickles (spawned workers)."""
+
+    sources: dict
+    origin: str
+    max_cache_bytes: int
+
+    @classmethod
+    def of(cls, library: FractalLibrary) -> "_LibraryState":
+        # FractalLibrary keeps id -> path (decoded lazily) or array in `_sources`; it has no public accessor yet
+        return cls(dict(library._sources), library.origin, library.max_cache_bytes)
+
+    def rebuild(self) -> FractalLibrary:
+        return FractalLibrary(self.sources, origin=self.origin, max_cache_bytes=self.max_cache_bytes)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """(file, class index) pairs read lazily, preprocessed like :class:`DiffuseMixDataset`'s originals.
+
+    The validation set and the export arm's augmentation files. ``ds[i]`` is ``(image, label_index)``.
+    """
+
+    def __init__(self, items: Sequence[tuple[str | Path, int]], *, size: int = 224,
+                 transform: Callable[[Image.Image], Any] | None = None) -> None:
+        self.paths = [str(path) for path, _ in items]
+        self.targets = np.array([int(label) for _, label in items], dtype=np.int64)
+        self.size = _check_size(size)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        image = load_image(self.paths[index])
+        label = int(self.targets[index])
+        if self.transform is not None:
+            return self.transform(Image.fromarray(image)), label
+        return to_tensor(resize_center_crop(image, self.size)), label
+
+
+def image_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, str]]]:
+    """(sorted class names, (file, class name) for every image) of ``root/<class>/<image>``.
+
+    The rules of the bulk run's train dir: a class is a top-level folder (its name exactly as on disk), images
+    are found recursively by extension, hidden files and folders and ``__MACOSX`` are ignored.
+    """
+    folder = Path(root)
+    if not folder.is_dir():
+        raise BadArgumentError(f"validation folder '{folder}' does not exist; pass --val-dir DIR holding "
+                               "DIR/<class>/<image>.")
+    classes, items = [], []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith(".") or entry.name in _IGNORED_DIRS or not entry.is_dir():
+            continue
+        found = []
+        for dirpath, dirnames, filenames in os.walk(entry.path):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _IGNORED_DIRS)
+            found.extend(Path(dirpath, name) for name in sorted(filenames)
+                         if not name.startswith(".") and is_image_path(name))
+        if found:
+            classes.append(entry.name)
+            items.extend((path, entry.name) for path in found)
+    return classes, items
+
+
+# ------------------------------------------------------------------------------------------------ the loss
+def jsd_loss(logits_clean: torch.Tensor, logits_aug1: torch.Tensor, logits_aug2: torch.Tensor, *,
+             weight: float = 1.0) -> torch.Tensor:
+    """AugMix's Jensen-Shannon consistency loss: ``weight · (KL(p_c‖M) + KL(p_1‖M) + KL(p_2‖M)) / 3``.
+
+    ``p_*`` are the softmax of each view's logits (batch, classes); ``M = clamp((p_c + p_1 + p_2) / 3, 1e-7, 1)``,
+    clamped as in AugMix's code to keep the KL finite; each KL is averaged over the batch (``batchmean``).
+    AugMix trains with ``cross_entropy(logits_clean, y) + 12 · JSD``: pass ``weight=12`` for that (the trainer's
+    ``--jsd-weight`` defaults to 12); the default 1 gives the divergence itself. Computed in float32.
+    """
+    p_clean, p_aug1, p_aug2 = (F.softmax(x.float(), dim=1) for x in (logits_clean, logits_aug1, logits_aug2))
+    log_mixture = torch.clamp((p_clean + p_aug1 + p_aug2) / 3.0, 1e-7, 1.0).log()
+    divergence = (F.kl_div(log_mixture, p_clean, reduction="batchmean")
+                  + F.kl_div(log_mixture, p_aug1, reduction="batchmean")
+                  + F.kl_div(log_mixture, p_aug2, reduction="batchmean")) / 3.0
+    return weight * divergence
+
+
+# ----------------------------------------------------------------------------------------------- models
+RESNET_SHAPES: dict[str, dict] = {
+    "resnet18": {"embedding_size": 64, "hidden_sizes": [64, 128, 256, 512], "depths": [2, 2, 2, 2],
+                 "layer_type": "basic"},
+    "resnet50": {"embedding_size": 64, "hidden_sizes": [256, 512, 1024, 2048], "depths": [3, 4, 6, 3],
+                 "layer_type": "bottleneck"},
+    # a few thousand parameters: tests and smoke runs on a CPU
+    "resnet-tiny": {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "layer_type": "basic"},
+}
+PRETRAINED_IDS = {"resnet18": "microsoft/resnet-18", "resnet50": "microsoft/resnet-50"}
+
+
+def build_model(model: str, classes: Sequence[str], *, pretrained: bool = False
+                ) -> tuple[torch.nn.Module, tuple[float, ...], tuple[float, ...]]:
+    """(an image classifier for `classes`, its input mean, its input std).
+
+    `model` is ``resnet18`` / ``resnet50`` (built from a ``ResNetConfig``: from scratch, or with ``pretrained`` the
+    ImageNet weights of microsoft/resnet-18 / -50), ``resnet-tiny``, a Hugging Face id or a local folder (its
+    config from scratch, or its weights with ``pretrained``; the classifier head is replaced for `classes`). A hub
+    id that is not in the cache and cannot be downloaded raises ModelUnavailableError with the remedy.
+    """
+    labels = {"num_labels": len(classes), "id2label": dict(enumerate(classes)),
+              "label2id": {name: i for i, name in enumerate(classes)}}
+    if model in RESNET_SHAPES and not (pretrained and model in PRETRAINED_IDS):
+        if pretrained:
+            raise BadArgumentError(f"{model} has no pretrained weights; drop --pretrained or use resnet18/resnet50.")
+        from transformers import ResNetConfig, ResNetForImageClassification
+
+        return ResNetForImageClassification(ResNetConfig(**RESNET_SHAPES[model], **labels)), IMAGENET_MEAN, IMAGENET_STD
+    source = PRETRAINED_IDS.get(model, model)
+    local = Path(source).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelUnavailableError(source, f"Model folder '{local}' has no config.json; pass a folder saved by "
+                                                "`model.save_pretrained(...)` or a Hugging Face id.")
+        load_kwargs: dict = {"local_files_only": True}
+        mean, std = _normalisation(local / "preprocessor_config.json")
+    else:
+        from .model_loading import resolve_hub_model
+
+        download = resolve_hub_model(source, probe_file="config.json", what="--model", test_model="resnet18")
+        load_kwargs = {"local_files_only": not download}
+        mean, std = _normalisation(_cached_hub_file(source, "preprocessor_config.json"))
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    try:
+        if pretrained:
+            net = AutoModelForImageClassification.from_pretrained(source, ignore_mismatched_sizes=True, **labels,
+                                                                  **load_kwargs)
+        else:
+            config = AutoConfig.from_pretrained(source, **load_kwargs)
+            for key, value in labels.items():
+                setattr(config, key, value)
+            net = AutoModelForImageClassification.from_config(config)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelUnavailableError(
+            source, f"Model '{source}' could not be loaded as an image classifier ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:200]}); pass resnet18, resnet50 or an image-classification model."
+        ) from exc
+    return net, mean, std
+
+
+def _cached_hub_file(model: str, name: str) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model, name)
+    return Path(found) if isinstance(found, str) else None
+
+
+def _normalisation(preprocessor_config: Path | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The model's input mean and std from its preprocessor_config.json, else ImageNet's."""
+    if preprocessor_config is not None and preprocessor_config.is_file():
+        try:
+            config = json.loads(preprocessor_config.read_text(encoding="utf-8"))
+            mean, std = tuple(map(float, config["image_mean"])), tuple(map(float, config["image_std"]))
+            if len(mean) == len(std) == 3:
+                return mean, std
+        except (KeyError, TypeError, ValueError):
+            log.warning("ignoring unreadable %s; normalising with ImageNet's mean and std", preprocessor_config)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+# ---------------------------------------------------------------------------------------------- the trainer
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that is the same for every arm."""
+
+    model: str = "resnet18"
+    pretrained: bool = False
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float | None = None  # None: 0.1 from scratch, 0.01 pretrained, at batch 128, scaled linearly with the batch
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    jsd: bool = False  # the online arm adds jsd_weight · JSD over (clean, aug1, aug2), as AugMix does
+    jsd_weight: float = 12.0
+    p: float = 0.5
+    lam: float | tuple[float, float] = 0.2
+    status: str = "approved"
+    size: int = 224
+    seed: int = 0
+    device: str = "auto"
+    workers: int | None = None  # None: min(8, CPUs - 1)
+
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return float(self.lr)
+        return (0.01 if self.pretrained else 0.1) * self.batch_size / 128
+
+    def worker_count(self) -> int:
+        if self.workers is not None:
+            return int(self.workers)
+        return min(8, max(0, (os.cpu_count() or 1) - 1))
+
+
+@dataclass
+class TrainReport:
+    """What :func:`train_arms` wrote: one row per (arm, epoch) and the three output files."""
+
+    rows: list[dict]
+    results_csv: Path
+    curves_png: Path
+    summary_md: Path
+    export_dir: Path | None = None
+
+
+RESULT_COLUMNS = ("arm", "epoch", "loss", "val_loss", "top1", "top5", "train_images", "seconds")
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto``: the first CUDA GPU when there is one, else the CPU; otherwise the device named."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise BadArgumentError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N.") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise BadArgumentError(f"device {device!r} asked for, but this machine has no CUDA GPU; use --device cpu.")
+    return chosen
+
+
+def match_classes(workspace_classes: Sequence[str], val_classes: Sequence[str], val_dir: Path) -> None:
+    """BadArgumentError naming the difference when the validation classes are not the workspace's."""
+    ours = {unicodedata.normalize("NFC", c) for c in workspace_classes}
+    theirs = {unicodedata.normalize("NFC", c) for c in val_classes}
+    if ours == theirs:
+        return
+
+    def names(values: set[str]) -> str:
+        shown = sorted(values)[:5]
+        more = f" and {len(values) - 5} more" if len(values) > 5 else ""
+        return ", ".join(repr(v) for v in shown) + more
+
+    parts = []
+    if ours - theirs:
+        parts.append(f"missing from it: {names(ours - theirs)}")
+    if theirs - ours:
+        parts.append(f"not in the workspace: {names(theirs - ours)}")
+    raise BadArgumentError(
+        f"validation folder '{val_dir}' has classes that differ from the workspace's ({'; '.join(parts)}); name its "
+        "class folders exactly like the training set's."
+    )
+
+
+def train_arms(workspace: str | Path, val_dir: str | Path, out: str | Path, *, arms: Sequence[str] = ARMS,
+               settings: TrainSettings = TrainSettings(), overwrite: bool = False, progress: bool = True,
+               fractals: FractalLibrary | None = None) -> TrainReport:
+    """Train one model per arm on the same seed, schedule and validation set; write results.csv, curves.png and
+    summary.md into `out` (the export arm's files go to ``out/export``).
+
+    Every arm sees as many images per epoch as the workspace has sources, so every arm takes the same optimizer
+    steps: ``baseline`` the originals; ``export`` draws them from the originals + the exported augmentation files;
+    ``online`` from :class:`DiffuseMixDataset` (p, λ), with ``settings.jsd`` adding AugMix's consistency loss.
+    """
+    workspace, val_dir, out = Path(workspace), Path(val_dir), Path(out)
+    arms = _check_arms(arms)
+    s = settings
+    for name in ("epochs", "batch_size", "size"):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadArgumentError(f"{name.replace('_', '-')} must be a whole number >= 1, got {value!r}.")
+    if s.worker_count() < 0:
+        raise BadArgumentError(f"workers must be >= 0, got {s.workers}.")
+    if not s.learning_rate() > 0 or not math.isfinite(s.learning_rate()):
+        raise BadArgumentError(f"the learning rate must be a positive number, got {s.lr!r}.")
+    for name in ("weight_decay", "momentum", "jsd_weight"):
+        value = getattr(s, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise BadArgumentError(f"{name.replace('_', '-')} must be a number >= 0, got {value!r}.")
+    if not 0.0 <= s.p <= 1.0:
+        raise BadArgumentError(f"p (the probability of a DiffuseMix image) must be in [0, 1], got {s.p!r}.")
+    _lam_range(s.lam)
+    device = pick_device(s.device)
+    _check_out(out, workspace, overwrite)
+
+    fractals = fractals if fractals is not None else FractalLibrary.default()
+    common = {"status": s.status, "size": s.size, "seed": s.seed, "fractals": fractals}
+    originals = DiffuseMixDataset(workspace, p=0.0, **common)
+    classes = originals.classes
+    val_classes, val_files = image_folder(val_dir)
+    if not val_files:
+        raise BadArgumentError(f"validation folder '{val_dir}' holds no images; the layout is DIR/<class>/<image>.")
+    match_classes(classes, val_classes, val_dir)
+    by_nfc = {unicodedata.normalize("NFC", c): i for i, c in enumerate(classes)}
+    val = ImageFiles([(path, by_nfc[unicodedata.normalize("NFC", c)]) for path, c in val_files], size=s.size)
+    if originals.sources_with_generated == 0 and set(arms) - {"baseline"}:
+        raise WorkspaceError(
+            f"workspace '{workspace}' has no {s.status} augmentations, so the export and online arms would be the "
+            f"baseline; review first (`review --workspace {workspace} --approve ...`) or train --arms baseline."
+        )
+    build_model(s.model, classes, pretrained=s.pretrained)  # a missing model fails now, not after an arm
+
+    out.mkdir(parents=True, exist_ok=True)
+    datasets: dict[str, torch.utils.data.Dataset] = {}
+    export_dir = None
+    for arm in arms:
+        if arm == "baseline":
+            datasets[arm] = originals
+        elif arm == "online":
+            datasets[arm] = DiffuseMixDataset(workspace, p=s.p, lam=s.lam, jsd=s.jsd, **common)
+        else:
+            export_dir = out / "export"
+            files = _export_files(workspace, export_dir, s.status, set(originals.source_ids.tolist()),
+                                  originals.class_to_idx, overwrite=overwrite)
+            datasets[arm] = torch.utils.data.ConcatDataset([originals, ImageFiles(files, size=s.size)])
+
+    results_csv = out / "results.csv"
+    with open(results_csv, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerow(RESULT_COLUMNS)
+    rows: list[dict] = []
+    for arm in arms:
+        for row in _train_one(arm, datasets[arm], val, classes, len(originals), s, device, progress):
+            rows.append(row)
+            with open(results_csv, "a", newline="", encoding="utf-8") as f:
+                csv.DictWriter(f, fieldnames=RESULT_COLUMNS).writerow(row)
+    curves_png = _plot(rows, out / "curves.png")
+    summary_md = out / "summary.md"
+    summary_md.write_text(_summary(rows, arms, datasets, originals, val, workspace, val_dir, s, device),
+                          encoding="utf-8")
+    return TrainReport(rows=rows, results_csv=results_csv, curves_png=curves_png, summary_md=summary_md,
+                       export_dir=export_dir)
+
+
+def _check_arms(arms: Sequence[str]) -> list[str]:
+    chosen = list(dict.fromkeys(a.strip() for a in arms if a.strip()))
+    unknown = [a for a in chosen if a not in ARMS]
+    if unknown or not chosen:
+        raise BadArgumentError(f"unknown arm(s) {', '.join(map(repr, unknown)) or '(none given)'}; choose among "
+                               f"{', '.join(ARMS)}.")
+    return chosen
+
+
+def _check_out(out: Path, workspace: Path, overwrite: bool) -> None:
+    target, ws = out.resolve(), workspace.resolve()
+    if target == ws or ws in target.parents:
+        raise BadArgumentError(f"output folder '{out}' is inside the workspace '{workspace}'; choose a folder outside "
+                               "it (the default is <workspace>-train beside it).")
+    if out.exists() and not out.is_dir():
+        raise BadArgumentError(f"output '{out}' is a file; pass a folder.")
+    if (out / "results.csv").exists() and not overwrite:
+        raise BadArgumentError(f"'{out}' already holds results.csv from an earlier run; pass --overwrite or choose "
+                               "another --out.")
+
+
+def _export_files(workspace: Path, export_dir: Path, status: str, source_ids: set[int], class_to_idx: dict,
+                  *, overwrite: bool) -> list[tuple[Path, int]]:
+    """Export the augmentations as files with the workspace's own export and list them back from metadata.csv."""
+    from .workspace import Workspace
+
+    Workspace(workspace, create=False).export(export_dir, status=status, overwrite=overwrite)
+    with open(export_dir / "metadata.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["kind"] == "augmented"]
+    # labels come from metadata.csv's label column (folder names are sanitised); app-saved records are left out,
+    # as in DiffuseMixDataset
+    return [(export_dir / r["file_name"], class_to_idx[r["label"]]) for r in rows
+            if r["source_id"] and int(r["source_id"]) in source_ids and r["label"] in class_to_idx]
+
+
+def _set_epoch(dataset: torch.utils.data.Dataset, epoch: int) -> None:
+    for part in getattr(dataset, "datasets", [dataset]):
+        if isinstance(part, DiffuseMixDataset):
+            part.set_epoch(epoch)
+
+
+def _train_one(arm: str, dataset, val: ImageFiles, classes: Sequence[str], per_epoch: int, s: TrainSettings,
+               device: torch.device, progress: bool):
+    """Yield one result row per epoch of training `arm`."""
+    from tqdm import tqdm
+
+    with torch.random.fork_rng(devices=[]):  # the same initial weights in every arm; the caller's RNG untouched
+        torch.manual_seed(s.seed)
+        model, mean, std = build_model(s.model, classes, pretrained=s.pretrained)
+    cuda = device.type == "cuda"
+    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    workers = s.worker_count()
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=s.batch_size,
+        sampler=torch.utils.data.RandomSampler(dataset, num_samples=per_epoch,
+                                               generator=torch.Generator().manual_seed(s.seed)),
+        num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(s.seed),  # worker seeds: never the global RNG
+    )
+    val_loader = torch.utils.data.DataLoader(val, batch_size=s.batch_size, num_workers=min(workers, 2),
+                                             pin_memory=cuda, persistent_workers=workers > 0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=s.learning_rate(), momentum=s.momentum, nesterov=True,
+                                weight_decay=s.weight_decay)
+    total_steps = s.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(  # cosine from lr to 0 over every step, as AugMix
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    jsd = s.jsd and isinstance(dataset, DiffuseMixDataset) and dataset.jsd
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device, non_blocking=True).sub_(mean_t).div_(std_t)
+        return x.contiguous(memory_format=memory_format)
+
+    for epoch in range(1, s.epochs + 1):
+        _set_epoch(dataset, epoch)
+        model.train()
+        started = time.perf_counter()
+        loss_sum, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"{arm} {epoch}/{s.epochs}", unit="batch", leave=False, disable=not progress,
+                   dynamic_ncols=True)
+        for images, targets in bar:
+            targets = targets.to(device, non_blocking=True)
+            x = prepare(torch.cat(images) if jsd else images)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(pixel_values=x).logits.float()
+            if jsd:
+                clean, aug1, aug2 = logits.split(len(targets))
+                loss = F.cross_entropy(clean, targets) + jsd_loss(clean, aug1, aug2, weight=s.jsd_weight)
+            else:
+                loss = F.cross_entropy(logits, targets)
+            if not torch.isfinite(loss):
+                raise BadArgumentError(f"training diverged in arm {arm}, epoch {epoch} (the loss is {loss.item()}); "
+                                       "lower --lr.")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += loss.item() * len(targets)
+            seen += len(targets)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
+        bar.close()
+        val_loss, top1, top5 = _evaluate(model, val_loader, prepare, device, amp_dtype)
+        row = {"arm": arm, "epoch": epoch, "loss": round(loss_sum / seen, 6), "val_loss": round(val_loss, 6),
+               "top1": round(top1, 4), "top5": round(top5, 4), "train_images": seen,
+               "seconds": round(time.perf_counter() - started, 3)}
+        tqdm.write(f"{arm:>8} epoch {epoch}/{s.epochs}: loss {row['loss']:.4f}, val loss {row['val_loss']:.4f}, "
+                   f"top-1 {top1:.2f}%, top-5 {top5:.2f}% ({row['seconds']:.1f} s)")
+        yield row
+
+
+@torch.inference_mode()
+def _evaluate(model, loader, prepare, device, amp_dtype) -> tuple[float, float, float]:
+    """(mean cross-entropy, top-1 %, top-5 %) over the validation loader (top-5 is top-k for k < 5 classes)."""
+    model.eval()
+    loss_sum, top1, top5, count = 0.0, 0, 0, 0
+    for images, targets in loader:
+        targets = targets.to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(pixel_values=prepare(images)).logits.float()
+        loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
+        ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = ranked.eq(targets[:, None])
+        top1 += int(hits[:, 0].sum())
+        top5 += int(hits.any(dim=1).sum())
+        count += len(targets)
+    return loss_sum / count, 100.0 * top1 / count, 100.0 * top5 / count
+
+
+def _plot(rows: list[dict], path: Path) -> Path:
+    """curves.png: validation top-1 and training loss per epoch, one line per arm (Agg canvas, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r for r in rows if r["arm"] == arm]
+        epochs = [r["epoch"] for r in mine]
+        acc_ax.plot(epochs, [r["top1"] for r in mine], marker="o", markersize=3, label=arm)
+        loss_ax.plot(epochs, [r["loss"] for r in mine], marker="o", markersize=3, label=arm)
+    acc_ax.set(title="validation top-1", xlabel="epoch", ylabel="top-1 accuracy (%)")
+    loss_ax.set(title="training loss", xlabel="epoch", ylabel="loss")
+    for ax in (acc_ax, loss_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.savefig(path)
+    return path
+
+
+def _summary(rows: list[dict], arms: Sequence[str], datasets: dict, originals: DiffuseMixDataset, val: ImageFiles,
+             workspace: Path, val_dir: Path, s: TrainSettings, device: torch.device) -> str:
+    """summary.md: the settings, and the final epoch of each arm with its standard error and the best epoch."""
+    n_val = len(val)
+    final = {arm: [r for r in rows if r["arm"] == arm][-1] for arm in arms}
+    base = final.get("baseline")
+    lam = s.lam if isinstance(s.lam, (int, float)) else f"U{tuple(s.lam)}"
+    weights = "ImageNet weights" if s.pretrained else "from scratch"
+    lines = [
+        "# DiffuseMix training comparison",
+        "",
+        f"- workspace `{workspace}`: {len(originals)} source images, {len(originals.classes)} classes, "
+        f"{originals.sources_with_generated} sources with {s.status} Î ({int(originals.generated_counts.sum())} Î)",
+        f"- validation `{val_dir}`: {n_val} images",
+        f"- model {s.model} ({weights}), {s.epochs} epochs, batch {s.batch_size}, SGD (Nesterov, momentum "
+        f"{s.momentum}) lr {s.learning_rate():g} cosine to 0, weight decay {s.weight_decay:g}, seed {s.seed}, "
+        f"{s.size}² input, device {device}",
+        f"- every arm sees {len(originals)} images per epoch (the same optimizer steps); online: p={s.p:g}, "
+        f"λ={lam}, " + (f"JSD on (weight {s.jsd_weight:g})" if s.jsd else "JSD off"),
+        "",
+        "| arm | train pool | top-1 (%) | top-5 (%) | val loss | best top-1 (%) (epoch) | Δ top-1 vs baseline | "
+        "train time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for arm in arms:
+        r = final[arm]
+        best = max((x for x in rows if x["arm"] == arm), key=lambda x: (x["top1"], -x["epoch"]))
+        se = 100.0 * math.sqrt(max(r["top1"] / 100 * (1 - r["top1"] / 100), 0.0) / n_val)
+        delta = f"{r['top1'] - base['top1']:+.2f}" if base is not None and arm != "baseline" else "–"
+        seconds = sum(x["seconds"] for x in rows if x["arm"] == arm)
+        lines.append(f"| {arm} | {len(datasets[arm])} | {r['top1']:.2f} ± {se:.2f} | {r['top5']:.2f} | "
+                     f"{r['val_loss']:.4f} | {best['top1']:.2f} ({best['epoch']}) | {delta} | {seconds:.1f} |")
+    lines += [
+        "",
+        f"Final epoch. ± is the binomial standard error of top-1 on {n_val} validation images; with one seed, "
+        "differences within about twice it are noise (rerun with other --seed values to be sure). The train pool is "
+        "what each epoch's images are drawn from (export: originals + exported augmentation files).",
+        "",
+    ]
+    return "\n".join(lines)
