@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import hashlib
 import logging
 import os
+import re
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,19 +29,24 @@ from typing import Any, Callable
 import gradio as gr
 from gradio.utils import get_upload_folder
 import numpy as np
-from PIL import Image
 
-from diffusemix_core.datasets import extract_zip_dataset
 from diffusemix_core.engine import STAGE_NAMES as STAGES, AugmentationRecord, DiffuseMix, Mixer
 from diffusemix_core.errors import DiffuseMixError
 from diffusemix_core.fractals import FractalLibrary
 from diffusemix_core.generation import DEFAULT_MODEL  # torch-free at import: the model loads lazily
 from diffusemix_core.random_models import UNTRAINED_NOTE, is_test_model
-from diffusemix_core.images import load_image
 from diffusemix_core.masks import ALL_MASK_KINDS, MASK_KINDS
 from diffusemix_core.prompts import PromptEntry, PromptLibrary
 from diffusemix_core.bulk import run_augment
+from diffusemix_core.interactive import (
+    DEFAULT_INTERACTIVE_PIXELS,
+    ModelHolder,
+    ResultCache,
+    StageFiles,
+    load_interactive,
+)
 from diffusemix_core.manifest import STATUSES
+from diffusemix_core.uploads import Uploads, parse_size
 from diffusemix_core.workspace import Workspace
 
 log = logging.getLogger("diffusemix_studio")
@@ -92,6 +95,16 @@ class AppConfig:
     max_file_size: str = "200mb"
     exports: Path | None = None  # default: <workspace>-exports beside the workspace (it may not be inside it)
     local: bool = True  # served on loopback only (no --share, no Space): bytes are free, CPU time is not
+    max_pixels: int = DEFAULT_INTERACTIVE_PIXELS  # largest image Explore, /augment, /remix and Curate take
+    data_root: Path | None = None  # typed dataset folders must be inside it (needed unless on loopback)
+    upload_quota: int | None = 10 * 1000**3  # bytes the extracted uploaded datasets may take
+    result_cache_bytes: int = 512 * 1024**2  # recent results kept for re-mixing
+    stage_cache_bytes: int = 1024**3  # stage PNGs on disk
+
+    @property
+    def typed_folders(self) -> bool:
+        """Whether a typed server folder may be augmented: only on loopback, or inside --data-root."""
+        return (self.local or self.data_root is not None) and not self.space_mode
 
     @property
     def exports_dir(self) -> Path:
@@ -131,6 +144,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fractal-dir", default=env("DIFFUSEMIX_FRACTAL_DIR"),
                         help="folder of fractal images (default: the shipped procedural set)")
     parser.add_argument("--max-file-size", default="200mb", help="largest upload accepted (default %(default)s)")
+    parser.add_argument("--max-pixels", type=int, default=int(env("DIFFUSEMIX_MAX_PIXELS", DEFAULT_INTERACTIVE_PIXELS)),
+                        help="largest image (width x height) Explore and Curate work on; larger ones get a message "
+                             "(default %(default)s = 16 MP; the command line takes up to 64 MP)")
+    parser.add_argument("--data-root", default=env("DIFFUSEMIX_DATA_ROOT"),
+                        help="allow typed dataset folders inside this folder only (links resolved); without it, "
+                             "typed folders work only when the app listens on loopback")
+    parser.add_argument("--upload-quota", default=env("DIFFUSEMIX_UPLOAD_QUOTA", "10gb"),
+                        help="disk space the extracted uploaded datasets may take, e.g. 2gb (default %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -147,6 +168,9 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         local=not os.environ.get("SPACE_ID") and not args.share and args.host in ("127.0.0.1", "localhost", "::1"),
         max_file_size=args.max_file_size,
         exports=Path(args.exports).expanduser().resolve() if args.exports else None,
+        max_pixels=args.max_pixels,
+        data_root=Path(args.data_root).expanduser().resolve() if args.data_root else None,
+        upload_quota=parse_size(args.upload_quota),
     )
 
 
@@ -159,124 +183,24 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-# ----------------------------------------------------------------------------------------------- shared services
-class ModelHolder:
-    """Loads the generator on first use (not at start-up) and remembers why it failed, for the status line."""
-
-    def __init__(self, config: AppConfig) -> None:
-        self.config = config
-        self._generators: dict[tuple, Any] = {}
-        self._lock = threading.Lock()
-        self.error: str | None = None
-        self.loaded = False
-
-    def generator(self, *, steps: int | None = None, resolution: int | None = None):
-        """A loaded Pix2PixGenerator (pipelines are shared; settings differ per tab). Raises DiffuseMixError."""
-        from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator
-
-        settings = GenerationSettings(
-            model=self.config.model,
-            steps=int(steps or self.config.steps),
-            resolution=int(resolution or self.config.resolution),
-            device=self.config.device,
-        )
-        key = (settings.steps, settings.resolution)
-        with self._lock:
-            if key not in self._generators:
-                generator = Pix2PixGenerator(settings)
-                try:
-                    generator.load()
-                except DiffuseMixError as exc:
-                    self.error = str(exc)
-                    raise
-                self._generators[key] = generator
-                self.loaded, self.error = True, None
-            return self._generators[key]
-
-    def status(self) -> str:
-        name = f"`{self.config.model}`"
-        if self.error:
-            return f"**Model {name} is unavailable.** {self.error}"
-        state = "loaded" if self.loaded else "loads on first Generate"
-        text = f"Model {name}: {state}."
-        if self.config.is_test_model:
-            text += f" ⚠️ **Untrained test model**: {UNTRAINED_NOTE}."
-        return text
+# ----------------------------------------------------------------------------------------------- errors
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\"/]+/)+([^\s'\"/]*)")
 
 
-class ResultCache:
-    """Recent Explore results by id, so /remix works from an id (thread-safe LRU, bounded memory)."""
-
-    def __init__(self, capacity: int = 32) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[str, AugmentationRecord] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, record: AugmentationRecord) -> str:
-        result_id = "r-" + uuid.uuid4().hex[:12]
-        with self._lock:
-            self._items[result_id] = record
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return result_id
-
-    def get(self, result_id: str) -> AugmentationRecord | None:
-        with self._lock:
-            record = self._items.get(result_id)
-            if record is not None:
-                self._items.move_to_end(result_id)
-            return record
-
-
-class StageFiles:
-    """PNG files of displayed stages, written once per distinct content key into Gradio's cache folder.
-
-    Re-mixing changes only H and A (and M, F when their choice changes), so I, Î, M and F are served from the
-    files written before and only what changed is encoded (lossless; zlib level 0 or 1, see Studio).
-    """
-
-    def __init__(self, root: Path, *, compress_level: int = 1) -> None:
-        self.root = root
-        self.compress_level = compress_level
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="png")  # zlib releases the GIL
-
-    def path(self, key: str, array: np.ndarray) -> str:
-        name = hashlib.sha1(key.encode()).hexdigest()[:24] + ".png"
-        target = self.root / name
-        if not target.exists():
-            tmp = target.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
-            Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG", compress_level=self.compress_level)
-            os.replace(tmp, target)
-        return str(target)
-
-    def paths(self, items: list[tuple[str, np.ndarray]]) -> list[str]:
-        """Several files at once, the missing ones encoded in parallel."""
-        return list(self._pool.map(lambda item: self.path(*item), items))
-
-    def stage_paths(self, result_id: str, record: AugmentationRecord) -> list[str]:
-        h, w = record.original.shape[:2]
-        stages = record.stages()
-        keys = {
-            "original": f"{result_id}/original",
-            "generated": f"{result_id}/generated",
-            "mask": f"mask/{record.mask_kind}/{record.feather}/{h}x{w}",
-            "hybrid": f"{result_id}/hybrid/{record.mask_kind}",
-            "fractal": f"fractal/{record.fractal_id}/{h}x{w}",
-            "final": f"{result_id}/final/{record.mask_kind}/{record.fractal_id}/{record.lam!r}",
-        }
-        return self.paths([(keys[name], stages[name]) for name in STAGES])
+def scrub_paths(text: str) -> str:
+    """A message without server paths: every absolute path is cut to its last part."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "/", text)
 
 
 def error_to_gradio(fn: Callable) -> Callable:
-    """Show project errors (one sentence with the remedy) in the UI instead of a traceback."""
+    """Show project errors (one sentence with the remedy, no server paths) in the UI instead of a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except DiffuseMixError as exc:
-            raise gr.Error(str(exc), print_exception=False) from exc
+            raise gr.Error(scrub_paths(str(exc)), print_exception=False) from exc
 
     return wrapper
 
@@ -334,8 +258,9 @@ class Studio:
     def __init__(self, config: AppConfig) -> None:
         self.config = config
         self.workspace = Workspace(config.workspace)
-        self.model = ModelHolder(config)
-        self.results = ResultCache()
+        self.uploads = Uploads(config.workspace, quota_bytes=config.upload_quota)
+        self.model = ModelHolder(config.model, device=config.device, steps=config.steps, resolution=config.resolution)
+        self.results = ResultCache(max_bytes=config.result_cache_bytes)
         self.fractals = (
             FractalLibrary.from_folder(config.fractal_dir) if config.fractal_dir else FractalLibrary.default()
         )
@@ -343,7 +268,7 @@ class Studio:
         # Stage PNGs stay lossless; on loopback they are stored uncompressed (a 512² re-mix saves ~20 ms of zlib),
         # over a network (--share, --host, a Space) zlib's fastest level saves bandwidth instead.
         self.files = StageFiles(Path(get_upload_folder()) / "diffusemix-stages" / uuid.uuid4().hex[:12],
-                                compress_level=0 if config.local else 1)
+                                compress_level=0 if config.local else 1, max_bytes=config.stage_cache_bytes)
         self._cancel: dict[str, threading.Event] = {}
         self._cancel_lock = threading.Lock()
 
@@ -363,24 +288,33 @@ class Studio:
         if record is not None:
             return record
         if result_id.startswith("ws-") and result_id[3:].isdigit():
-            return self.workspace.load_record(int(result_id[3:]))
+            return self.workspace_record(int(result_id[3:]))
         raise gr.Error(
-            f"No result {result_id!r} here (results are kept for the last {self.results.capacity} generations "
-            "and for saved ids 'ws-N'); generate again."
+            f"No result {result_id!r} here (recent results are kept while memory allows, and saved ones as 'ws-N'); "
+            "generate again."
         )
+
+    def workspace_record(self, aug_id: int) -> AugmentationRecord:
+        """Augmentation N of the workspace, composed from the store, if it is within the interactive pixel limit."""
+        row = self.workspace.manifest.get_augmentation(aug_id)
+        if (row["width"] or 0) * (row["height"] or 0) > self.config.max_pixels:
+            raise gr.Error(f"Augmentation #{aug_id} is {row['width']}x{row['height']}, over the "
+                           f"{self.config.max_pixels / 1e6:.0f} MP limit for interactive use; export it, or start "
+                           "the app with a larger --max-pixels.")
+        return self.workspace.record_from_row(row)
 
     def view(self, result_id: str, record: AugmentationRecord) -> tuple:
         choices = record.choices()
         choices["result_id"] = result_id
         if record.is_test_model:
             choices["note"] = UNTRAINED_NOTE
-        return (*self.files.stage_paths(result_id, record), choices)
+        return (*self.files.stage_paths(result_id, record, STAGES), choices)
 
     def remixed(self, result_id, lam, mask, fractal, fractal_upload) -> AugmentationRecord:
         record = self.record(result_id)
         fractal_arg: Any = None
         if fractal_upload is not None:
-            fractal_arg = load_image(fractal_upload)
+            fractal_arg = load_interactive(fractal_upload, max_pixels=self.config.max_pixels)
         elif fractal and fractal != RANDOM:
             fractal_arg = fractal
         mask_arg = mask if mask and mask != RANDOM else None
@@ -392,7 +326,7 @@ class Studio:
         """Generate Î for one image and mix it: the six stages and the choices (with a result_id for /remix)."""
         if image is None:
             raise gr.Error("Upload an image or pick an example first.")
-        original = load_image(image)
+        original = load_interactive(image, max_pixels=self.config.max_pixels)
         progress(0.05, desc=f"Loading model {self.config.model} (first use only)…")
         generator = self.model.generator()
         engine = self.engine(generator)
@@ -401,7 +335,7 @@ class Studio:
             engine, original, seed=int(seed), lam=float(lam),
             prompt=None if prompt in (None, "", RANDOM) else prompt,
             mask=None if mask in (None, "", RANDOM) else mask,
-            fractal=load_image(fractal_upload) if fractal_upload is not None
+            fractal=load_interactive(fractal_upload, max_pixels=self.config.max_pixels) if fractal_upload is not None
             else None if fractal in (None, "", RANDOM) else fractal,
         )
         result_id = self.results.put(record)
@@ -421,7 +355,7 @@ class Studio:
         """Every enabled prompt on one image (same seed): a gallery of Î captioned with the prompt."""
         if image is None:
             raise gr.Error("Upload an image or pick an example first.")
-        original = load_image(image)
+        original = load_interactive(image, max_pixels=self.config.max_pixels)
         progress(0.05, desc=f"Loading model {self.config.model} (first use only)…")
         engine = self.engine(self.model.generator())
         progress(0.2, desc=f"Generating {len(engine.prompts.enabled())} prompts…")
@@ -435,29 +369,43 @@ class Studio:
         result_id = ids[evt.index]
         return (*self.view(result_id, self.record(result_id)), result_id)
 
-    def save_explore(self, status, result_id, lam, mask, fractal, fractal_upload, label, saved: dict):
-        """Approve / reject the result as shown: stored in the workspace (once; a second click changes status)."""
+    def save_explore(self, status, result_id, lam, mask, fractal, fractal_upload, label):
+        """Approve / reject the result as shown; the last decision wins, from any session, and all are recorded.
+
+        A workspace item ('ws-N') shown as stored is decided on itself; re-mixed in the UI (another λ, mask or
+        fractal), it is stored as a new augmentation linked to N. An Explore result ('r-…') is stored once per
+        distinct choice and label; deciding again changes its status.
+        """
         if not result_id:
             raise gr.Error("Generate a result first.")
         record = self.remixed(result_id, lam, mask, fractal, fractal_upload)
-        key = f"{result_id}|{record.mask_kind}|{record.fractal_id}|{record.lam!r}|{label}"
-        saved = dict(saved or {})
-        if key in saved:
-            self.workspace.review(status, ids=[saved[key]], origin="app")
-            aug_id = saved[key]
-        else:
-            record = dataclasses.replace(record, label=(label or "").strip() or None)
-            aug_id = self.workspace.save_record(record, status=status)
-            saved[key] = aug_id
-        return f"Saved as #{aug_id} ({status}).", saved
+        if result_id.startswith("ws-"):
+            aug_id = int(result_id[3:])
+            stored = self.workspace.manifest.get_augmentation(aug_id)
+            if (record.mask_kind, record.fractal_id, record.lam) == (stored["mask"], stored["fractal"], stored["lam"]):
+                self.workspace.review(status, ids=[aug_id], origin="app")
+                return f"Marked #{aug_id} {status}."
+            new_id = self.workspace.save_record(record, status=status, origin="app", remixed_from=aug_id)
+            return f"Saved as #{new_id} ({status}), re-mixed from #{aug_id}."
+        record = dataclasses.replace(record, label=(label or "").strip() or None)
+        aug_id = self.workspace.save_record(record, status=status, origin="app")
+        return f"Saved as #{aug_id} ({status})."
 
-    def approve(self, result_id, lam, mask, fractal, fractal_upload, label, saved):
-        """Store the result as shown in the workspace as approved: (message, per-session saved ids)."""
-        return self.save_explore("approved", result_id, lam, mask, fractal, fractal_upload, label, saved)
+    def approve(self, result_id, lam, mask, fractal, fractal_upload, label):
+        """Approve the result as shown (see save_explore): a message naming the workspace id."""
+        return self.save_explore("approved", result_id, lam, mask, fractal, fractal_upload, label)
 
-    def reject(self, result_id, lam, mask, fractal, fractal_upload, label, saved):
-        """Store the result as shown in the workspace as rejected: (message, per-session saved ids)."""
-        return self.save_explore("rejected", result_id, lam, mask, fractal, fractal_upload, label, saved)
+    def reject(self, result_id, lam, mask, fractal, fractal_upload, label):
+        """Reject the result as shown (see save_explore): a message naming the workspace id."""
+        return self.save_explore("rejected", result_id, lam, mask, fractal, fractal_upload, label)
+
+    def download_final(self, result_id, lam, mask, fractal, fractal_upload):
+        """A at full size as shown (the stage images are capped at a display size)."""
+        if not result_id:
+            raise gr.Error("Generate a result first.")
+        record = self.remixed(result_id, lam, mask, fractal, fractal_upload)
+        key = f"{result_id}/final/{record.mask_kind}/{record.fractal_id}/{record.lam!r}"
+        return self.files.path(key, record.final, full_size=True)
 
     # -- Prompt library -------------------------------------------------------------------------------------
     def get_prompts(self):
@@ -514,25 +462,43 @@ class Studio:
 
     # -- Dataset --------------------------------------------------------------------------------------------
     def extract_zip(self, archive):
-        """Extract an uploaded zip of class folders safely into the workspace; returns the folder to run."""
+        """Keep an uploaded zip of class folders in the workspace (once per content): its handle and its classes."""
         if not archive:
             raise gr.Error("Choose a .zip of class folders first.")
-        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(archive).stem)[:40] or "dataset"
-        dest = self.workspace.path / "datasets" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{uuid.uuid4().hex[:4]}"
-        result = extract_zip_dataset(archive, dest)
-        classes = sorted(p.name for p in result.path.iterdir() if p.is_dir())
-        return str(result.path), f"Extracted {result.files} files in {len(classes)} classes: {', '.join(classes[:20])}"
+        dataset = self.uploads.add(archive, name=Path(archive).name)
+        return dataset.handle, describe_upload(dataset)
+
+    def uploads_table(self):
+        """The uploaded datasets, newest first (no server paths)."""
+        rows = [[d.id, d.name, len(d.classes), d.files, f"{d.bytes / 1e6:.1f} MB", d.created_at]
+                for d in self.uploads.list()]
+        used = sum(d.bytes for d in self.uploads.list())
+        quota = f" of {self.config.upload_quota / 1e9:.1f} GB" if self.config.upload_quota else ""
+        return rows, f"{len(rows)} uploaded dataset(s), {used / 1e6:.1f} MB{quota}."
+
+    def delete_upload(self, dataset_id: str):
+        """Delete one uploaded dataset's files (augmentations already made from it stay in the workspace)."""
+        dataset = self.uploads.delete((dataset_id or "").strip())
+        return f"Deleted upload '{dataset.name}' ({dataset.files} files)."
 
     def check_train_dir(self, train_dir: str) -> Path:
-        if not train_dir or not train_dir.strip():
-            raise gr.Error("Upload a zip of class folders first" + ("." if self.config.space_mode else
-                                                                      ", or type a folder on this machine."))
-        path = Path(train_dir.strip()).expanduser().resolve()
-        datasets = (self.workspace.path / "datasets").resolve()
-        if self.config.space_mode and datasets not in path.parents:
-            raise gr.Error("On a shared Space only uploaded zips can be augmented; upload a zip of class folders.")
+        """The folder a run may read: an upload ('upload:<id>'), or a typed folder where typed folders are allowed."""
+        text = (train_dir or "").strip()
+        if not text:
+            raise gr.Error("Upload a zip of class folders first" + (", or type a folder on this machine."
+                                                                      if self.config.typed_folders else "."))
+        if text.startswith("upload:"):
+            return self.uploads.path(text[len("upload:"):])
+        if not self.config.typed_folders:
+            raise gr.Error("Typed server folders are off: this app is reachable from other machines; upload a zip "
+                           "of class folders (or start it with --data-root DIR to allow folders inside DIR).")
+        path = Path(text).expanduser().resolve()  # links resolved before the check
+        root = self.config.data_root
+        if root is not None and path != root and root not in path.parents:
+            raise gr.Error(f"Folder '{text}' is outside the data root this app was started with; give a folder "
+                           "inside it.")
         if not path.is_dir():
-            raise gr.Error(f"Folder '{path}' does not exist; give a folder holding one sub-folder per class.")
+            raise gr.Error(f"Folder '{text}' does not exist; give a folder holding one sub-folder per class.")
         return path
 
     def run_dataset(self, train_dir, per_image, seed, lam, steps, resolution, batch_size, all_prompts,
@@ -551,8 +517,12 @@ class Studio:
             fractals=self.fractals, lam=float(lam), settings=generator.settings, batch_size=int(batch_size),
             seed=int(seed), all_prompts=bool(all_prompts), generator=generator, progress=report, cancel=cancel,
         )
-        info = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else {"summary": str(summary)}
-        head = "⏹ Cancelled: run again to resume." if getattr(summary, "cancelled", False) else "✅ Done."
+        info = dataclasses.asdict(summary)
+        head = "⏹ Cancelled: run again to resume." if summary.cancelled else "✅ Done."
+        if summary.settings_changed:
+            head += (f" ⚠️ This run's {', '.join(summary.settings_changed)} differ from the previous run's: "
+                     "augmentations already in the workspace were kept as they were, only missing ones used the new "
+                     "values (use a new workspace to redo everything).")
         return f"{head} {format_summary(info)}", info
 
     def cancel_event(self, request: gr.Request | None, *, reset: bool = False) -> threading.Event:
@@ -593,7 +563,7 @@ class Studio:
 
     def curate_select(self, ids: list[int], selected: list[int], evt: gr.SelectData):
         aug_id = ids[evt.index]
-        record = self.workspace.load_record(aug_id)
+        record = self.workspace_record(aug_id)
         selected = sorted(set(selected or []) ^ {aug_id})
         return (*self.view(f"ws-{aug_id}", record), aug_id, selected, ", ".join(map(str, selected)))
 
@@ -602,8 +572,19 @@ class Studio:
         target = {"this": [current] if current else [], "selected": list(selected or []), "shown": list(ids or [])}[which]
         if not target:
             raise gr.Error("Nothing to review: select an augmentation in the gallery first.")
-        changed = self.workspace.review(status, ids=target, origin="app").matched
-        return f"Marked {changed} augmentation(s) {status}."
+        decision = self.workspace.review(status, ids=target, origin="app")
+        return f"Marked {decision.matched} augmentation(s) {status} ({decision.changed} changed)."
+
+    def undo_review(self):
+        """Revert the last bulk decision (items decided again since are left as they are)."""
+        undone = self.workspace.undo_last_review(origin="app")
+        if undone is None:
+            return "Nothing to undo: no bulk decision is left to revert."
+        batch, decision = undone
+        kept = decision.matched - decision.changed
+        return (f"Undid '{batch['status']}' of {batch['count']} augmentation(s) ({batch['origin']}, "
+                f"{batch['created_at'][:19].replace('T', ' ')}): {decision.changed} restored"
+                + (f", {kept} decided again since and left as they are." if kept else "."))
 
     # -- Export ---------------------------------------------------------------------------------------------
     def export(self, status="approved", include_originals=False):
@@ -612,7 +593,7 @@ class Studio:
         result = self.workspace.export(folder, status=status, include_originals=bool(include_originals),
                                        make_zip=True)
         noun = "augmentation" if result.count == 1 else "augmentations"
-        return str(result.zip_path), f"Exported {result.count} {noun} to {result.path}."
+        return str(result.zip_path), f"Exported {result.count} {noun} to {result.zip_path.name}."
 
 
 
@@ -620,6 +601,14 @@ def caption(row: dict) -> str:
     drift = row.get("drift")
     drift_text = f" · drift {drift:.2f}" if isinstance(drift, (int, float)) else ""
     return f"#{row['id']} {row.get('label', '')} · {row.get('prompt', '')} · {row.get('status', '')}{drift_text}"
+
+
+def describe_upload(dataset) -> str:
+    """'Extracted 120 files: 2 classes, cats (60), dogs (60)' (or 'Already uploaded: …')."""
+    head = "Already uploaded (nothing extracted again)" if dataset.reused else f"Extracted {dataset.files} files"
+    classes = ", ".join(f"{name} ({n})" for name, n in dataset.classes[:30])
+    more = f", … {len(dataset.classes) - 30} more" if len(dataset.classes) > 30 else ""
+    return f"{head} from '{dataset.name}': {len(dataset.classes)} classes: {classes}{more}. Press Run to augment it."
 
 
 def format_summary(info: dict) -> str:
@@ -673,6 +662,7 @@ def build_app(config: AppConfig) -> gr.Blocks:
                         reject_btn = gr.Button("Reject", variant="stop", elem_id="reject")
                     result_id = gr.Textbox(label="Result id (for /remix)", interactive=False, max_lines=1)
                     save_msg = gr.Markdown(elem_id="save-msg")
+                    final_full = gr.DownloadButton("Download A at full size", size="sm", elem_id="download-final")
             with gr.Row(equal_height=True):
                 stage_images = [
                     gr.Image(label=STAGE_LABELS[name], format="png", interactive=False, height=200,
@@ -686,7 +676,6 @@ def build_app(config: AppConfig) -> gr.Blocks:
                 with gr.Column(scale=1):
                     choices_json = gr.JSON(label="Choices", elem_id="choices", height=300)
             grid_ids = gr.State([])
-            saved_state = gr.State({})
 
         with gr.Tab("Prompt library", id="prompts"):
             gr.Markdown("Edit prompts in the table (tick *enabled*), then **Save**. Used by every later run.")
@@ -716,10 +705,18 @@ def build_app(config: AppConfig) -> gr.Blocks:
                 with gr.Column():
                     extract_btn = gr.Button("Extract into the workspace")
                     train_dir = gr.Textbox(
-                        label="Dataset folder" + (" (from the uploaded zip)" if config.space_mode
-                                                  else " (or type a folder on this machine)"),
-                        interactive=not config.space_mode,
+                        label="Dataset (an upload's handle" + (", or a folder on this machine)" if config.typed_folders
+                                                               else "; typed server folders are off)"),
+                        interactive=config.typed_folders, elem_id="train-dir",
                     )
+            with gr.Accordion("Uploaded datasets", open=False):
+                uploads_table = gr.Dataframe(headers=["id", "name", "classes", "files", "size", "uploaded"],
+                                             interactive=False, wrap=True, elem_id="uploads")
+                uploads_msg = gr.Markdown()
+                with gr.Row():
+                    upload_id = gr.Textbox(label="Upload id (click a row)", max_lines=1, scale=2)
+                    use_upload = gr.Button("Use this dataset")
+                    delete_upload = gr.Button("Delete this upload", variant="stop")
             with gr.Row():
                 per_image = gr.Slider(1, 20, value=1, step=1, label="m (augmentations per image)")
                 d_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
@@ -752,6 +749,7 @@ def build_app(config: AppConfig) -> gr.Blocks:
                 s_reject = gr.Button("Reject selected")
                 a_approve = gr.Button("Approve all shown")
                 a_reject = gr.Button("Reject all shown", variant="stop")
+                undo_btn = gr.Button("Undo last bulk decision", elem_id="undo-review")
             selected_txt = gr.Textbox(label="Selected ids", interactive=False)
             with gr.Row():
                 c_stages = [gr.Image(label=STAGE_LABELS[n], format="png", interactive=False, height=150,
@@ -792,9 +790,13 @@ def build_app(config: AppConfig) -> gr.Blocks:
         ).then(studio.model.status, None, status_md, api_visibility="private", queue=False)
         grid.select(error_to_gradio(studio.pick_from_grid), grid_ids, [*stage_outputs, result_id],
                     api_visibility="private")
-        explore_inputs = [result_id, lam, mask_dd, fractal_dd, fractal_up, label_in, saved_state]
-        approve_btn.click(error_to_gradio(studio.approve), explore_inputs, [save_msg, saved_state], api_name="approve")
-        reject_btn.click(error_to_gradio(studio.reject), explore_inputs, [save_msg, saved_state], api_name="reject")
+        explore_inputs = [result_id, lam, mask_dd, fractal_dd, fractal_up, label_in]
+        approve_btn.click(error_to_gradio(studio.approve), explore_inputs, save_msg, api_name="approve",
+                          concurrency_limit=8)
+        reject_btn.click(error_to_gradio(studio.reject), explore_inputs, save_msg, api_name="reject",
+                         concurrency_limit=8)
+        final_full.click(error_to_gradio(studio.download_final), explore_inputs[:5], final_full,
+                         api_name="download_final")
 
         # ---------------------------------------------------------------------------------- wiring: prompts
         prompt_outputs = [table, template, prompt_msg, prompt_dd]
@@ -809,7 +811,14 @@ def build_app(config: AppConfig) -> gr.Blocks:
         download_p.click(error_to_gradio(studio.download_prompts), fmt, download_f, api_name="download_prompts")
 
         # ---------------------------------------------------------------------------------- wiring: dataset
-        extract_btn.click(error_to_gradio(studio.extract_zip), zip_in, [train_dir, run_msg], api_name="extract_zip")
+        uploads_outputs = [uploads_table, uploads_msg]
+        extract_btn.click(error_to_gradio(studio.extract_zip), zip_in, [train_dir, run_msg], api_name="extract_zip"
+                          ).then(studio.uploads_table, None, uploads_outputs, api_visibility="private")
+        uploads_table.select(_cell_of_row(0), None, upload_id, api_visibility="private")
+        use_upload.click(lambda i: f"upload:{i.strip()}" if i and i.strip() else gr.skip(), upload_id, train_dir,
+                         api_visibility="private")
+        delete_upload.click(error_to_gradio(studio.delete_upload), upload_id, uploads_msg, api_name="delete_upload"
+                            ).then(studio.uploads_table, None, uploads_outputs, api_name="list_uploads")
         run_btn.click(
             error_to_gradio(studio.run_dataset),
             [train_dir, per_image, d_seed, d_lam, d_steps, d_res, d_batch, d_all], [run_msg, run_json],
@@ -837,6 +846,8 @@ def build_app(config: AppConfig) -> gr.Blocks:
                 [current_id, selected_ids, shown_ids], curate_msg, api_visibility="private", concurrency_limit=4,
             ).then(**refresh)
 
+        undo_btn.click(error_to_gradio(studio.undo_review), None, curate_msg, api_name="undo_review").then(**refresh)
+
         # ---------------------------------------------------------------------------------- wiring: export
         export_btn.click(error_to_gradio(studio.export), [e_status, e_orig], [export_file, export_msg],
                          api_name="export").then(_exports_table(studio), None, exports_table, api_visibility="private")
@@ -846,11 +857,21 @@ def build_app(config: AppConfig) -> gr.Blocks:
         demo.load(studio.model.status, None, status_md, api_visibility="private")
         demo.load(_exports_table(studio), None, exports_table, api_name="list_exports")
         demo.load(studio.filter_choices, None, [f_label, f_prompt], api_visibility="private")
+        demo.load(studio.uploads_table, None, uploads_outputs, api_visibility="private")
         demo.load(**refresh)
 
     demo.queue(max_size=64, default_concurrency_limit=2)
     demo.studio = studio  # for tests and benchmarks
     return demo
+
+
+def _cell_of_row(column: int) -> Callable:
+    """A select handler giving column `column` of the clicked row of a Dataframe."""
+
+    def cell(evt: gr.SelectData):
+        return evt.row_value[column] if evt.row_value else gr.skip()
+
+    return cell
 
 
 def _row_of(evt: gr.SelectData) -> int | None:
@@ -867,6 +888,9 @@ def _exports_table(studio: Studio) -> Callable:
         import pandas as pd
 
         rows = studio.workspace.manifest.list_exports()[::-1]  # newest first
+        for row in rows:  # file names only: no server paths in answers
+            row["zip_path"] = Path(row["zip_path"]).name if row.get("zip_path") else ""
+            row["path"] = Path(row["path"]).name
         table = pd.DataFrame(rows, columns=list(EXPORT_COLUMNS))
         return table.rename(columns=EXPORT_COLUMNS)
 
@@ -876,7 +900,10 @@ def _exports_table(studio: Studio) -> Callable:
 def launch_kwargs(config: AppConfig, args: argparse.Namespace | None = None) -> dict:
     """launch() arguments: files served from the workspace only, upload size capped, theme and css."""
     kwargs: dict[str, Any] = dict(
-        allowed_paths=[str(config.workspace), str(config.exports_dir)],
+        # served: the export zips (and the stage images in Gradio's cache); never the manifest, the store's other
+        # files or the uploaded datasets of the workspace
+        allowed_paths=[str(config.exports_dir)],
+        blocked_paths=[str(config.workspace)],
         max_file_size=config.max_file_size,
         theme=gr.themes.Soft(),
         css=CSS,

@@ -220,8 +220,9 @@ def test_dataset_zip_run_and_curate(app, tmp_path):
                 zf.writestr(f"train/{label}/{i}.png", buf.getvalue())
         zf.writestr("train/cats/notes.txt", "not an image")
     train_dir, message = client.predict(handle_file(str(archive)), api_name="/extract_zip")
-    assert "2 classes" in message
-    assert Path(train_dir).is_relative_to(demo.studio.workspace.path / "datasets")
+    assert "2 classes" in message and "cats (2)" in message and "chiens é (2)" in message
+    assert train_dir.startswith("upload:") and "/" not in train_dir  # a handle, not a server path
+    assert demo.studio.uploads.path(train_dir[7:]).is_relative_to(demo.studio.workspace.path / "datasets")
     text, info = client.predict(train_dir, 2, 0, 0.2, 2, 64, 4, False, api_name="/run_dataset")
     assert text.startswith("✅") and info["augmentations_added"] == 8 and info["images_failed"] == 0
     again = client.predict(train_dir, 2, 0, 0.2, 2, 64, 4, False, api_name="/run_dataset")[1]
@@ -253,11 +254,12 @@ def test_space_mode_refuses_server_folders(tmp_path):
     (tmp_path / "elsewhere" / "cat").mkdir(parents=True)
     import gradio as gr
 
-    with pytest.raises(gr.Error, match="uploaded zips"):
+    with pytest.raises(gr.Error, match="upload a zip"):
         studio.check_train_dir(str(tmp_path / "elsewhere"))
     inside = studio.workspace.path / "datasets" / "x" / "train"
     inside.mkdir(parents=True)
-    assert studio.check_train_dir(str(inside)) == inside.resolve()
+    with pytest.raises(gr.Error, match="upload a zip"):  # typed paths are off, even into the workspace
+        studio.check_train_dir(str(inside))
 
 
 def test_launch_defaults_are_safe(tmp_path):
@@ -266,7 +268,8 @@ def test_launch_defaults_are_safe(tmp_path):
     config = config_from_args(args)
     kwargs = launch_kwargs(config, args)
     assert kwargs["server_name"] == "127.0.0.1"
-    assert kwargs["allowed_paths"] == [str(config.workspace), str(tmp_path / "w-exports")]
+    assert kwargs["allowed_paths"] == [str(tmp_path / "w-exports")]  # export zips only
+    assert kwargs["blocked_paths"] == [str(config.workspace)]  # never the manifest, store or uploads
     assert kwargs["max_file_size"] and kwargs["auth"] is None
     assert launch_kwargs(config, parse_args(["--auth", "ann:secret"]))["auth"] == ("ann", "secret")
 
