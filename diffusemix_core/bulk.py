@@ -23,6 +23,7 @@ for byte); the Ray engine runs the very same functions as Ray Data operators.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from .bulk_stages import Batch, Commit, Compose, Generate, Planner, RunSummary, job_keys, load_source
 from .checks import check_int
+from .cpu_share import CpuShare
 from .engine import Mixer, check_seed
 from .errors import BadArgumentError
 from .images import IMAGE_EXTENSIONS
@@ -173,16 +175,28 @@ def run_augment(
     args = {"per_image": per_image, "all_prompts": all_prompts, "seed": seed, "lam": lam, "feather": feather,
             "batch_size": batch_size, "settings": settings_key, "prompts": library.to_dict(),
             "fractals": getattr(mixer.fractals, "origin", "")}
-    with workspace.run_lock(f"augment of {Path(train_dir).name}", on_wait=on_wait):
+    with workspace.run_lock(f"augment of {Path(train_dir).name}", on_wait=on_wait), \
+            _cpu_share(generator, threads) as share:
         workspace.manifest.set_prompt_library(library)  # records the library in use
         workspace.gc()  # files of a killed run that never got their rows
         workspace.backup("augment")
         return _run(workspace, Path(train_dir), files, mixer, generator, jobs, args, seed=seed,
-                    batch_size=batch_size, progress=progress, cancel=cancel, threads=threads)
+                    batch_size=batch_size, progress=progress, cancel=cancel, threads=threads, share=share)
+
+
+@contextlib.contextmanager
+def _cpu_share(generator, threads: int | None) -> Iterator[CpuShare | None]:
+    """A model on the CPU shares the cores with other runs on this machine (and with the pipeline's own threads)."""
+    if generator.settings.resolved_device() != "cpu":
+        yield None
+        return
+    with CpuShare(reserve=0 if threads == 1 else 1) as share:
+        share.apply()
+        yield share
 
 
 def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, jobs, args: dict, *, seed: int,
-         batch_size: int, progress, cancel, threads: int | None) -> RunSummary:
+         batch_size: int, progress, cancel, threads: int | None, share: CpuShare | None) -> RunSummary:
     started = time.perf_counter()
     summary = RunSummary(run_id=0, images_total=len(files))
     planner = Planner(workspace.manifest, workspace.store, train_dir, mixer, jobs, seed=seed,
@@ -203,6 +217,8 @@ def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, 
             progress(RunProgress(0, summary.augmentations_planned, 0.0))
         for batch in _stages(planner, files, batch_size, generate, compose, args["settings"], cancel, threads):
             done += commit(batch)
+            if share is not None:
+                share.apply()  # runs that started or ended on this machine since the last batch
             if progress is not None:
                 total = max(summary.augmentations_planned, done)
                 progress(RunProgress(done, total, time.perf_counter() - started))
