@@ -215,7 +215,9 @@ def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, 
         done = 0
         if progress is not None:
             progress(RunProgress(0, summary.augmentations_planned, 0.0))
-        for batch in _stages(planner, files, batch_size, generate, compose, args["settings"], cancel, threads):
+        clock = summary.stage_cpu_seconds
+        commit = _timed(clock, "commit", commit)
+        for batch in _stages(planner, files, batch_size, generate, compose, args["settings"], cancel, threads, clock):
             done += commit(batch)
             if share is not None:
                 share.apply()  # runs that started or ended on this machine since the last batch
@@ -239,18 +241,54 @@ def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, 
     return summary
 
 
+def _timed(clock: dict[str, float], name: str, fn: Callable) -> Callable:
+    """`fn`, adding the CPU time of the calling thread it takes to ``clock[name]`` (any thread)."""
+    lock = threading.Lock()
+
+    def timed(*args):
+        started = time.thread_time()
+        try:
+            return fn(*args)
+        finally:
+            spent = time.thread_time() - started
+            with lock:
+                clock[name] = clock.get(name, 0.0) + spent
+
+    return timed
+
+
+def _timed_iter(clock: dict[str, float], name: str, items: Iterator) -> Iterator:
+    """The items of `items`, adding the CPU time spent producing them to ``clock[name]``."""
+    while True:
+        started = time.thread_time()
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        finally:
+            clock[name] = clock.get(name, 0.0) + time.thread_time() - started
+        yield item
+
+
 def _stages(planner: Planner, files, batch_size: int, generate: Generate, compose: Compose, settings_key: dict,
-            cancel: threading.Event | None, threads: int | None) -> Iterator[Batch]:
-    """The batches, planned, loaded, generated and composed: in this thread, or concurrently (then in order)."""
+            cancel: threading.Event | None, threads: int | None, clock: dict[str, float]) -> Iterator[Batch]:
+    """The batches, planned, loaded, generated and composed: in this thread, or concurrently (then in order).
+
+    The CPU time of each stage is added to `clock` (per-thread CPU time, so pool threads count in full).
+    """
     cancelled = lambda: cancel is not None and cancel.is_set()  # noqa: E731
+    load_source_ = _timed(clock, "load", load_source)
+    compose = _timed(clock, "compose", compose)
+    generate = _timed(clock, "generate", generate)
+    batches = _timed_iter(clock, "plan", planner.batches(files, batch_size, cancel))
 
     def generate_unless_cancelled(batch: Batch) -> Batch | None:
         return None if cancelled() else generate(batch)
 
     if threads == 1:
-        for batch in planner.batches(files, batch_size, cancel):
+        for batch in batches:
             for source in batch.sources:
-                load_source(source, settings_key)
+                load_source_(source, settings_key)
             batch = generate_unless_cancelled(batch)
             if batch is None:
                 return
@@ -262,7 +300,7 @@ def _stages(planner: Planner, files, batch_size: int, generate: Generate, compos
     pool = ThreadPoolExecutor(max_workers=threads or _CPU_WORKERS, thread_name_prefix="bulk-cpu")
     try:
         def load(batch: Batch) -> Batch:
-            list(pool.map(lambda s: load_source(s, settings_key), batch.sources))
+            list(pool.map(lambda s: load_source_(s, settings_key), batch.sources))
             return batch
 
         def compose_batch(batch: Batch | None) -> Batch | None:
@@ -270,8 +308,7 @@ def _stages(planner: Planner, files, batch_size: int, generate: Generate, compos
                 list(pool.map(compose, batch.sources))
             return batch
 
-        for batch in run_stages(planner.batches(files, batch_size, cancel), [load, generate_unless_cancelled,
-                                                                            compose_batch],
+        for batch in run_stages(batches, [load, generate_unless_cancelled, compose_batch],
                                 names=["load", "generate", "compose"]):
             if batch is not None:
                 yield batch

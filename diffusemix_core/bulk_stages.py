@@ -131,6 +131,7 @@ class RunSummary:
     load_seconds: float = 0.0  # loading the model (once)
     cancelled: bool = False
     settings_changed: list[str] = field(default_factory=list)  # what differs from the previous run's settings
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)  # CPU time per stage (plan, load, ...)
 
     @property
     def images_ok(self) -> int:
