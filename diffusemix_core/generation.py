@@ -75,7 +75,9 @@ class GenerationSettings:
     guidance 4.0, image guidance 1.5, 512 working resolution), except the step count: 20 instead of the
     pipeline's default 100 (``steps=100`` reproduces theirs). ``resolution`` is the long side of the working
     size; the aspect ratio is kept (see :func:`working_size`). ``device="auto"`` picks CUDA when available;
-    ``dtype="auto"`` is float16 on CUDA and float32 elsewhere.
+    ``dtype="auto"`` is float16 on CUDA and float32 elsewhere. ``compile`` wraps the UNet in ``torch.compile``.
+    Precision and compilation change how Î is computed, not what it is meant to be, so they are not part of
+    :meth:`cache_key` (a workspace moved from a float32 CPU to a float16 GPU reuses its Î).
     """
 
     model: str = DEFAULT_MODEL
@@ -86,6 +88,7 @@ class GenerationSettings:
     device: str = "auto"
     dtype: str = "auto"
     revision: str | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -107,6 +110,8 @@ class GenerationSettings:
             raise BadArgumentError(f"Bad dtype {self.dtype!r}: pass one of {', '.join(DTYPES)}.")
         if self.revision is not None and (not isinstance(self.revision, str) or not self.revision.strip()):
             raise BadArgumentError(f"Bad revision {self.revision!r}: pass a branch, tag or commit, or leave it unset.")
+        if not isinstance(self.compile, bool):
+            raise BadArgumentError(f"Bad compile {self.compile!r}: pass True or False.")
 
     def cache_key(self) -> dict[str, Any]:
         """Everything that determines Î for a given (image, prompt, seed): JSON-able, stable key order."""
@@ -221,6 +226,8 @@ class Pix2PixGenerator:
         self.is_test_model = is_test_model(settings.model)
         self.counters: dict[str, int] = {name: 0 for name in COUNTER_NAMES}
         self._pipeline = pipeline
+        self._unet = None  # the pipeline's UNet, or its torch.compile wrapper
+        self._decoder32 = None  # float32 re-decode of latents a half-precision VAE overflowed on
         self._ready = False
         self._prompt_cache: OrderedDict[str, Any] = OrderedDict()
         self._latent_cache: OrderedDict[tuple, Any] = OrderedDict()
@@ -253,6 +260,14 @@ class Pix2PixGenerator:
                 if not isinstance(self._pipeline.scheduler, EulerAncestralDiscreteScheduler):
                     self._pipeline.scheduler = EulerAncestralDiscreteScheduler.from_config(self._pipeline.scheduler.config)
                 self._pipeline.set_progress_bar_config(disable=True)
+            import torch
+
+            from .gpu_tuning import Float32Decoder, compile_unet, prepare_pipeline
+
+            pipe = self._pipeline
+            prepare_pipeline(pipe)
+            self._unet = compile_unet(pipe.unet) if self.settings.compile else pipe.unet
+            self._decoder32 = Float32Decoder(pipe.vae) if pipe.vae.dtype != torch.float32 else None
             self._ready = True
 
     @property
@@ -266,6 +281,27 @@ class Pix2PixGenerator:
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """The model's (height, width) for a source of this size under the current settings."""
         return working_size(height, width, self.settings.resolution)
+
+    def auto_batch_size(self, height: int | None = None, width: int | None = None) -> int:
+        """The largest batch that fits on this GPU at a working size (default: square at the resolution)."""
+        from .gpu_tuning import auto_batch_size
+
+        side = self.settings.resolution
+        return auto_batch_size(self, height or side, width or side)
+
+    def probe_step(self, batch: int, height: int, width: int) -> None:
+        """One classifier-free-guidance UNet step and one VAE decode of `batch` random latents (memory probes)."""
+        import torch
+
+        self.load()
+        pipe, factor = self._pipeline, self._pipeline.vae_scale_factor
+        with self._lock, torch.inference_mode():
+            shape = (batch, pipe.vae.config.latent_channels, height // factor, width // factor)
+            latents = torch.randn(shape, device=self.device, dtype=self.dtype)
+            embeds = self._prompt_embeds("").expand(3 * batch, -1, -1)
+            model_input = torch.cat([torch.cat([latents] * 3), torch.cat([latents] * 3)], dim=1)
+            self._unet(model_input, 999, encoder_hidden_states=embeds, return_dict=False)
+            pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)
 
     # ---------------------------------------------------------------- caches
     def _prompt_embeds(self, text: str) -> torch.Tensor:
@@ -385,6 +421,12 @@ class Pix2PixGenerator:
         pipe = self._pipeline
         decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
         self.counters["vae_decode"] += 1
+        if self._decoder32 is not None:  # a half-precision VAE that overflowed: decode those again in float32
+            bad = [i for i, (sample, lat) in enumerate(zip(decoded, latents))
+                   if bool(lat.isfinite().all()) and not bool(sample.isfinite().all())]
+            if bad:
+                decoded = decoded.float()
+                decoded[bad] = self._decoder32.decode(latents[bad])
         out = []
         for work, sample, lat in zip(batch, decoded, latents):
             if not (bool(sample.isfinite().all()) and bool(lat.isfinite().all())):
@@ -430,7 +472,7 @@ class Pix2PixGenerator:
             model_input = torch.cat([latents] * 3) if do_cfg else latents
             model_input = scheduler.scale_model_input(model_input, t)
             model_input = torch.cat([model_input, image_latents], dim=1)
-            noise = pipe.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            noise = self._unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
             self.counters["unet"] += 1
             if do_cfg:
                 noise_text, noise_image, noise_uncond = noise.chunk(3)
