@@ -4,6 +4,12 @@
     python -m bench.generation                       # tiny-random on CPU (+ random-full fp16 at 512 on a GPU)
     python -m bench.generation --images 8 --prompts 9 --model random-full --dtype float16 --batch-size 8
     python -m bench.generation --model random-full --flops-only --steps 1 --source-size 512x512   # FLOPs only
+    python -m bench.generation --sweep --model random-full --dtype float16      # on a GPU: the throughput table
+
+``--sweep`` measures the engine alone, as a bulk run uses it, at 512² and 256², batch 1/4/8/16, without and with
+``--compile``: images/s, achieved TFLOP/s (the model FLOPs of one augmentation × images/s), the share of the card's
+dense fp16 peak (from a table of common cards) and of the matmul peak measured on the card itself. Last line
+``best_share_of_peak: X``. On a CPU it runs too (slowly, e.g. with tiny-random), to check the script.
 
 Run from the repository root with the package importable (``pip install -e .`` or ``PYTHONPATH=.``). On a
 small shared CPU, ``--threads 1`` avoids thread oversubscription (2 threads on a busy 2-core machine ran 16x
@@ -71,6 +77,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="source image size (default: 4:3 landscape, long side = --resolution)")
     p.add_argument("--repeats", type=int, default=1, help="timed rounds, alternating; best kept (default 1)")
     p.add_argument("--flops-only", action="store_true", help="only count the FLOPs of one augmentation")
+    p.add_argument("--sweep", action="store_true",
+                   help="throughput table: resolutions 512/256 x batch 1/4/8/16 x compile off/on (see above)")
+    p.add_argument("--sweep-resolutions", default="512,256", help="resolutions of --sweep (default 512,256)")
+    p.add_argument("--sweep-batches", default="1,4,8,16", help="batch sizes of --sweep (default 1,4,8,16)")
+    p.add_argument("--no-compile", action="store_true", help="--sweep without the torch.compile rows")
     return p.parse_args(argv)
 
 
@@ -224,6 +235,80 @@ def run_config(cfg: Config, n_images: int, n_prompts: int, flops_only: bool, rep
     return speedup
 
 
+# Dense (no sparsity) fp16/bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets; matched by name.
+PEAK_FP16_TFLOPS = {
+    "H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0,
+    "H100": 756.0, "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10": 125.0, "V100": 125.0, "T4": 65.0,
+}
+
+
+def card_peak(name: str) -> float | None:
+    """The table's dense fp16 peak for a device name (the longest matching key wins)."""
+    matches = [key for key in PEAK_FP16_TFLOPS if key.lower() in name.lower()]
+    return PEAK_FP16_TFLOPS[max(matches, key=len)] if matches else None
+
+
+def measured_matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 8192, repeats: int = 20) -> float:
+    """TFLOP/s of an n×n×n matmul on `device` (best of `repeats` after a warm-up): what the card really does."""
+    if device.type != "cuda":
+        n, repeats = 1024, 3
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e12
+
+
+def sweep(args) -> int:
+    """The throughput table (see the module docstring)."""
+    resolutions = [int(r) for r in args.sweep_resolutions.split(",")]
+    batches = [int(b) for b in args.sweep_batches.split(",")]
+    model = args.model or "random-full"
+    flops_at: dict[int, int] = {}  # counted without compilation (the FLOP counter does not see compiled kernels)
+    best_share = 0.0
+    for compile_ in ([False] if args.no_compile else [False, True]):
+        for resolution in resolutions:
+            settings = GenerationSettings(model=model, steps=args.steps, resolution=resolution, device=args.device,
+                                          dtype=args.dtype, compile=compile_)
+            gen = Pix2PixGenerator(settings)
+            gen.load()
+            device = gen.device
+            name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+            peak = card_peak(name)
+            measured = measured_matmul_peak(device, gen.dtype)
+            sources = make_sources(max(batches) * 2 + 1, resolution, resolution)
+            warm = GenerationRequest(sources[-1], "warm", TEMPLATE.format(prompt="warm"), seed=1)
+            if resolution not in flops_at:
+                flops_at[resolution] = count_flops(gen, warm)[0]
+            flops = flops_at[resolution]
+            for batch in batches:
+                requests = [GenerationRequest(img, f"s{resolution}-{i}", TEMPLATE.format(prompt=PROMPTS[i % 9]),
+                                              seed=i) for i, img in enumerate(sources[: 2 * batch])]
+                gen.generate(requests[:batch], batch_size=batch)  # warm-up (and compilation) at this shape
+                gen.clear_caches()
+                sync(device)
+                t = time.perf_counter()
+                gen.generate(requests, batch_size=batch)  # two batches, cold caches: as a bulk run sees them
+                sync(device)
+                ips = len(requests) / (time.perf_counter() - t)
+                achieved = flops * ips / 1e12
+                share = achieved / peak if peak else None
+                best_share = max(best_share, share or 0.0)
+                print(f"{name} | {model} {gen.dtype} | {resolution}² | batch {batch:2d} | compile {str(compile_):5} | "
+                      f"{ips:7.2f} images/s | {achieved:7.1f} TFLOP/s | "
+                      f"{'n/a' if share is None else f'{share:.1%}'} of the card's dense fp16 peak"
+                      f" ({peak or 'unknown'}) | {achieved / measured:.1%} of the measured matmul peak "
+                      f"({measured:.0f} TFLOP/s)")
+    print(f"best_share_of_peak: {best_share:.3f}")
+    return 0
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
@@ -232,6 +317,8 @@ def main(argv=None) -> int:
     if not 1 <= args.prompts <= len(PROMPTS) or args.images < 1 or args.repeats < 1:
         print(f"--images and --repeats must be >= 1 and --prompts from 1 to {len(PROMPTS)}", file=sys.stderr)
         return 2
+    if args.sweep:
+        return sweep(args)
     source_size = None
     if args.source_size:
         try:
