@@ -14,10 +14,9 @@ __all__ = ["check_int"]
 
 
 def check_int(name: str, value: object, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """`value` as an int if it is a whole number (not a bool) within [minimum, maximum], else BadArgumentError."""
+    """`value` as an int if it is an integer (not a bool, not a float) within [minimum, maximum], else
+    BadArgumentError."""
     whole = isinstance(value, Integral) and not isinstance(value, bool)
-    if not whole and isinstance(value, float) and value.is_integer():
-        whole, value = True, int(value)
     if whole and (minimum is None or int(value) >= minimum) and (maximum is None or int(value) <= maximum):
         return int(value)
     if minimum is not None and maximum is not None:

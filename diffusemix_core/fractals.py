@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from .checks import check_int
 from .errors import BadArgumentError, BadImageError
 from .images import is_image_path, load_image
 
@@ -42,10 +43,8 @@ _LIBRARY_PATTERN: tuple[str, ...] = ("ifs", "julia", "ifs", "mandelbrot")
 # --------------------------------------------------------------------------------------------------- generator
 def generate_fractal(seed: int, size: int = 256, kind: str | None = None) -> np.ndarray:
     """Return a coloured fractal as uint8 (size, size, 3); ``kind`` None picks one of FRACTAL_KINDS from the seed."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise BadArgumentError(f"seed must be a non-negative integer, got {seed!r}.")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
-        raise BadArgumentError(f"size must be an integer >= 8, got {size!r}.")
+    seed = check_int("seed", seed, minimum=0)
+    size = check_int("size", size, minimum=8)
     if kind is None:  # drawn from its own stream, so generate_fractal(s) == generate_fractal(s, kind=<that kind>)
         picker = np.random.default_rng(np.random.SeedSequence([int(seed), 0x4B494E44]))
         kind = FRACTAL_KINDS[int(picker.integers(len(FRACTAL_KINDS)))]
@@ -235,9 +234,7 @@ def _mandelbrot(rng: np.random.Generator, size: int) -> np.ndarray:
 def fit_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """A new uint8 (height, width, 3) array: ``image`` (any size; any load_image source) resized with Pillow's
     bicubic filter to cover (height, width) keeping its aspect ratio, then centre-cropped."""
-    if isinstance(height, bool) or isinstance(width, bool) or min(int(height), int(width)) < 1:
-        raise BadArgumentError(f"fit size must be positive, got {height}x{width}.")
-    height, width = int(height), int(width)
+    height, width = check_int("fit height", height, minimum=1), check_int("fit width", width, minimum=1)
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3):
         image = load_image(image)
     src_h, src_w = image.shape[:2]
@@ -282,6 +279,16 @@ class FractalLibrary:
         self._fitted_bytes = 0
         self._lock = threading.RLock()
 
+    def __getstate__(self) -> dict:
+        """Pickled without its lock and fit cache (DataLoader workers, Ray tasks): both are rebuilt empty."""
+        state = self.__dict__.copy()
+        state.update(_fitted=OrderedDict(), _fitted_bytes=0, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -320,8 +327,7 @@ class FractalLibrary:
     def procedural(cls, count: int, seed: int = 0, size: int = 256,
                    kinds: Sequence[str] = _LIBRARY_PATTERN) -> "FractalLibrary":
         """``count`` generated fractals ids ``<kind>_<i:03d>.png``; fractal i uses seed SeedSequence([seed, i])."""
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise BadArgumentError(f"count must be a positive integer, got {count!r}.")
+        count = check_int("count", count, minimum=1)
         sources: dict[str, np.ndarray] = {}
         for i in range(count):
             kind = kinds[i % len(kinds)]
@@ -346,9 +352,7 @@ class FractalLibrary:
 
     def fit(self, fractal_id: str, height: int, width: int) -> np.ndarray:
         """The fractal resized to cover (height, width) and centre-cropped; cached per (id, height, width)."""
-        if isinstance(height, bool) or isinstance(width, bool) or min(int(height), int(width)) < 1:
-            raise BadArgumentError(f"fit size must be positive, got {height}x{width}.")
-        key = (fractal_id, int(height), int(width))
+        key = (fractal_id, check_int("fit height", height, minimum=1), check_int("fit width", width, minimum=1))
         with self._lock:
             cached = self._fitted.get(key)
             if cached is not None:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from .checks import check_int
 from .errors import BadArgumentError, DiffuseMixError
 from .random_models import is_test_model
 
@@ -93,16 +94,15 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise BadArgumentError(f"Bad model {self.model!r}: pass a diffusers model id, a local folder or 'tiny-random'.")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
-            raise BadArgumentError(f"Bad number of steps {self.steps!r}: pass an integer from 1 to {MAX_STEPS} (default 20).")
+        check_int("number of steps", self.steps, minimum=1, maximum=MAX_STEPS)
         for name in ("guidance_scale", "image_guidance_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise BadArgumentError(f"Bad {name} {value!r}: pass a finite number >= 0 (default {getattr(GenerationSettings, name)}).")
-        r = self.resolution
-        if isinstance(r, bool) or not isinstance(r, int) or r % 8 or not MIN_RESOLUTION <= r <= MAX_RESOLUTION:
+        if check_int("resolution", self.resolution, minimum=MIN_RESOLUTION, maximum=MAX_RESOLUTION) % 8:
             raise BadArgumentError(
-                f"Bad resolution {r!r}: pass a multiple of 8 from {MIN_RESOLUTION} to {MAX_RESOLUTION} (default 512)."
+                f"Bad resolution {self.resolution!r}: pass a multiple of 8 from {MIN_RESOLUTION} to {MAX_RESOLUTION} "
+                "(default 512)."
             )
         if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
             raise BadArgumentError(f"Bad device {self.device!r}: pass auto, cpu, cuda, cuda:N or mps.")
@@ -200,8 +200,7 @@ def _check_request(index: int, request: GenerationRequest) -> None:
         raise BadArgumentError(
             f"Request {index} has an image of {got}; pass a uint8 (h, w, 3) RGB array (diffusemix_core.load_image makes one)."
         )
-    if not isinstance(request.seed, (int, np.integer)) or isinstance(request.seed, bool) or request.seed < 0:
-        raise BadArgumentError(f"Request {index} has seed {request.seed!r}; pass an integer >= 0.")
+    check_int(f"seed of request {index}", request.seed, minimum=0)
 
 
 @dataclass
@@ -363,8 +362,7 @@ class Pix2PixGenerator:
         """
         import torch
 
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise BadArgumentError(f"Bad batch size {batch_size!r}: pass an integer >= 1.")
+        check_int("batch size", batch_size, minimum=1)
         for i, request in enumerate(requests):
             _check_request(i, request)
         total = len(requests)

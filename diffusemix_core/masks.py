@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from .checks import check_int
 from .errors import BadArgumentError
 
 __all__ = ["MASK_KINDS", "EXTRA_MASK_KINDS", "ALL_MASK_KINDS", "make_mask", "mask_to_uint8"]
@@ -34,12 +35,6 @@ __all__ = ["MASK_KINDS", "EXTRA_MASK_KINDS", "ALL_MASK_KINDS", "make_mask", "mas
 MASK_KINDS: tuple[str, ...] = ("left", "right", "top", "bottom")
 EXTRA_MASK_KINDS: tuple[str, ...] = ("box",)
 ALL_MASK_KINDS: tuple[str, ...] = MASK_KINDS + EXTRA_MASK_KINDS
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise BadArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}; pass a whole number.")
-    return int(value)
 
 
 def check_mask_kind(kind: str) -> str:
@@ -55,9 +50,9 @@ def make_mask(kind: str, height: int, width: int, *, feather: int = 0) -> np.nda
     True / 1.0 marks pixels where the original image is kept. The array is cached and read-only.
     """
     check_mask_kind(kind)
-    height = _check_int("height", height, 1)
-    width = _check_int("width", width, 1)
-    feather = _check_int("feather", feather, 0)
+    height = check_int("height", height, minimum=1)
+    width = check_int("width", width, minimum=1)
+    feather = check_int("feather", feather, minimum=0)
     return _cached_mask(kind, height, width, feather)
 
 

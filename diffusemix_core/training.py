@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .checks import check_int
 from .errors import BadArgumentError, ModelUnavailableError, WorkspaceError
 from .fractals import FractalLibrary
 from .images import is_image_path, load_image
@@ -136,12 +137,6 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
 
 
-def _check_size(size: object) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise BadArgumentError(f"size must be a whole number of pixels >= 1, got {size!r}; 224 suits ResNets.")
-    return int(size)
-
-
 def _lam_range(lam: float | Sequence[float]) -> tuple[float, float]:
     if isinstance(lam, (int, float, np.floating)) and not isinstance(lam, bool):
         value = check_lam(lam)
@@ -218,14 +213,10 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
         if transform is not None and not callable(transform):
             raise BadArgumentError(f"transform must be a callable taking a PIL image, got {transform!r}.")
         self.transform = transform
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise BadArgumentError(f"seed must be a whole number >= 0, got {seed!r}.")
-        self.seed = int(seed)
+        self.seed = check_int("seed", seed, minimum=0)
         self.jsd = bool(jsd)
-        self.size = _check_size(size)
-        if isinstance(feather, bool) or not isinstance(feather, (int, np.integer)) or feather < 0:
-            raise BadArgumentError(f"feather must be a whole number of pixels >= 0, got {feather!r}.")
-        self.feather = int(feather)
+        self.size = check_int("size", size, minimum=1)
+        self.feather = check_int("feather", feather, minimum=0)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._conn: sqlite3.Connection | None = None
         self._conn_pid: int | None = None
@@ -269,19 +260,15 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next items draw from `epoch` (call it before iterating each epoch)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise BadArgumentError(f"epoch must be a whole number >= 0, got {epoch!r}.")
-        self._epoch.fill_(int(epoch))
+        self._epoch.fill_(check_int("epoch", epoch, minimum=0))
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_conn"] = state["_conn_pid"] = state["_lock"] = None
-        state["fractals"] = _LibraryState.of(self.fractals)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.fractals = state["fractals"].rebuild()
         self._lock = threading.Lock()
 
     def _images(self, source_id: int) -> tuple[str, list[str]]:
@@ -349,23 +336,6 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
         return to_tensor(resize_center_crop(image, self.size))
 
 
-@dataclass(frozen=True)
-class _LibraryState:
-    """A FractalLibrary without its lock and fit cache, so that the dataset pickles (spawned workers)."""
-
-    sources: dict
-    origin: str
-    max_cache_bytes: int
-
-    @classmethod
-    def of(cls, library: FractalLibrary) -> "_LibraryState":
-        # FractalLibrary keeps id -> path (decoded lazily) or array in `_sources`; it has no public accessor yet
-        return cls(dict(library._sources), library.origin, library.max_cache_bytes)
-
-    def rebuild(self) -> FractalLibrary:
-        return FractalLibrary(self.sources, origin=self.origin, max_cache_bytes=self.max_cache_bytes)
-
-
 class ImageFiles(torch.utils.data.Dataset):
     """(file, class index) pairs read lazily, preprocessed like :class:`DiffuseMixDataset`'s originals.
 
@@ -376,7 +346,7 @@ class ImageFiles(torch.utils.data.Dataset):
                  transform: Callable[[Image.Image], Any] | None = None) -> None:
         self.paths = [str(path) for path, _ in items]
         self.targets = np.array([int(label) for _, label in items], dtype=np.int64)
-        self.size = _check_size(size)
+        self.size = check_int("size", size, minimum=1)
         self.transform = transform
 
     def __len__(self) -> int:
@@ -612,9 +582,7 @@ def train_arms(workspace: str | Path, val_dir: str | Path, out: str | Path, *, a
     arms = _check_arms(arms)
     s = settings
     for name in ("epochs", "batch_size", "size"):
-        value = getattr(s, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise BadArgumentError(f"{name.replace('_', '-')} must be a whole number >= 1, got {value!r}.")
+        check_int(name.replace("_", "-"), getattr(s, name), minimum=1)
     if s.worker_count() < 0:
         raise BadArgumentError(f"workers must be >= 0, got {s.workers}.")
     if not s.learning_rate() > 0 or not math.isfinite(s.learning_rate()):
