@@ -120,7 +120,7 @@ def add_subcommand(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .training import TrainSettings, train_arms
+    from .trainer import TrainSettings, train_arms
 
     settings = TrainSettings(
         model=args.model, pretrained=args.pretrained, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

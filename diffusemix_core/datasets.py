@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .errors import WorkspaceError
-from .images import IMAGE_EXTENSIONS
+from .images import IGNORED_DIRS, IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ __all__ = ["ExtractLimits", "ExtractedDataset", "extract_zip_dataset", "find_cla
 
 IGNORED_PREFIXES = ("__MACOSX/",)
 IGNORED_NAMES = (".DS_Store", "Thumbs.db")
-IGNORED_DIRS = ("__MACOSX",)  # not class folders (as for the bulk run's scan of a training folder)
 _UTF8_FLAG = 0x800  # general purpose bit 11: the entry's name is UTF-8
 _CHUNK = 1 << 20
 

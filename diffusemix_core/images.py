@@ -27,11 +27,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import BadArgumentError, BadImageError
 
 __all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageSource", "load_image", "save_png", "to_pil",
-           "is_image_path", "image_key", "encode_png"]
+           "is_image_path", "image_key", "encode_png", "IGNORED_DIRS"]
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+IGNORED_DIRS: frozenset[str] = frozenset({"__MACOSX"})  # folders of metadata, never class folders (nor are hidden ones)
 DEFAULT_MAX_PIXELS = 64_000_000
 
 ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
