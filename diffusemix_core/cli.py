@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_preview(subparsers)
     cli_workspace.add_subcommands(subparsers)
     cli_train.add_subcommand(subparsers)
+    from .cli_curation import add_subcommands as add_curation; add_curation(subparsers)  # noqa: E702
     return parser
 
 

@@ -3,7 +3,8 @@
 The story, top to bottom:
 
 1. the schema (``sources`` → ``generations`` → ``augmentations``; ``reviews`` and ``review_batches`` for every
-   decision; ``prompts``, ``meta``, ``exports``, ``runs``; ``pending_files``, the crash journal) and its migration;
+   decision; ``scorers`` and ``scores`` for curation (scores.py); ``prompts``, ``meta``, ``exports``, ``runs``;
+   ``pending_files``, the crash journal) and its migration;
 2. connections: a NEW connection per call or thread (Gradio handlers run in threads), WAL mode, and write
    transactions that take the write lock up front (``BEGIN IMMEDIATE``), so concurrent writers are serialised;
 3. records: inserting sources, generations and augmentations from an :class:`engine.AugmentationRecord`;
@@ -157,6 +158,25 @@ SCHEMA = [
         pid INTEGER NOT NULL,
         created_at TEXT NOT NULL
     )""",
+    # curation scores (scores.py): one row per scorer configuration, then one row per (image, scorer, metric)
+    """CREATE TABLE IF NOT EXISTS scorers (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,              -- 'label' (zero-shot CLIP label consistency) or 'quality' (flags)
+        model TEXT NOT NULL,             -- the CLIP model id or folder; 'quality' for the flags
+        settings TEXT NOT NULL,          -- JSON: revision, templates, class names (label); thresholds (quality)
+        key TEXT NOT NULL UNIQUE,        -- sha256 of kind, model and settings
+        is_test_model INTEGER NOT NULL DEFAULT 0,  -- 1: untrained test scorer, its scores mean nothing
+        created_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS scores (
+        target TEXT NOT NULL CHECK (target IN ('generation', 'augmentation')),  -- Î or A
+        target_id INTEGER NOT NULL,      -- generations.id or augmentations.id
+        scorer_id INTEGER NOT NULL REFERENCES scorers(id),
+        metric TEXT NOT NULL,            -- label_prob, label_rank, top_prob (text: top class), flags (text: names)
+        value REAL,
+        text TEXT,
+        PRIMARY KEY (target, target_id, scorer_id, metric)
+    ) WITHOUT ROWID""",
 ]
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS idx_sources_label ON sources(label)",
@@ -172,6 +192,7 @@ INDEXES = [
     "CREATE INDEX IF NOT EXISTS idx_reviews_augmentation ON reviews(augmentation_id)",
     "CREATE INDEX IF NOT EXISTS idx_reviews_batch ON reviews(batch_id)",
     "CREATE INDEX IF NOT EXISTS idx_pending_pid ON pending_files(pid)",
+    "CREATE INDEX IF NOT EXISTS idx_scores_value ON scores(scorer_id, metric, target, value)",
 ]
 
 
