@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+# the optional Ray engine: its tests (tests/test_ray.py) fail rather than skip under CI when ray is missing
+python -m pip install --quiet --disable-pip-version-check -r requirements-ray.txt
 
 # The browser test drives Debian's Chromium (Playwright cannot download browsers here).
 if ! command -v chromium >/dev/null 2>&1; then

@@ -1,0 +1,284 @@
+"""The Ray engine (``--engine ray``, ``bulk_ray.py``) on a local Ray: the local engine's manifest and bytes, a worker
+killed mid-run, a driver killed mid-run, cancel, a worker's error in one line, and ray as an optional dependency.
+
+One local Ray (2 CPUs, a small object store) serves the module; the two generate actors take half a CPU each, so
+load and compose tasks still have a CPU. The dataset is test_cli_workspace's messy one (awkward modes, bad files).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffusemix_core.bulk import run_augment
+from diffusemix_core.bulk_stages import Commit, Planner
+from diffusemix_core.errors import ModelUnavailableError
+from diffusemix_core.fractals import FractalLibrary
+from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator
+from diffusemix_core.workspace import Workspace
+from test_cli_workspace import (BATCH, PER_IMAGE, ROOT, assert_store_consistent, augment_args, choices_by_slot,
+                                cli_env, make_dataset, rows)
+
+SEED = 3  # test_cli_workspace.augment_args' seed
+SETTINGS = GenerationSettings(model="tiny-random", resolution=64, steps=2)  # what TINY gives on the command line
+RAY = {"engine": "ray", "workers": 2, "cpus_per_worker": 0.5}
+RAY_FLAGS = ["--engine", "ray", "--workers", "2", "--cpus-per-worker", "0.5"]
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("ray is not installed; CI runs the Ray engine's tests (pip install -r requirements-ray.txt)")
+        pytest.skip("ray is not installed: pip install -r requirements-ray.txt")
+    return ray
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray for the module; yields its address, for drivers in other processes."""
+    ray = _ray()
+    context = ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20,
+                       logging_level="warning")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the generator factories below
+    yield context.address_info["gcs_address"]
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    train = tmp_path_factory.mktemp("data") / "train"
+    return train, make_dataset(train)
+
+
+def job(train: Path) -> dict:
+    """The run of test_cli_workspace.augment_args, as run_augment arguments."""
+    return {"per_image": PER_IMAGE, "batch_size": BATCH, "seed": SEED, "settings": SETTINGS,
+            "fractals": FractalLibrary.from_folder(train.parent / "fractals")}
+
+
+@pytest.fixture(scope="module")
+def local_ws(dataset, tmp_path_factory) -> Path:
+    """The reference: the same job on the local engine.
+
+    On the CPU the last bits of Î depend on torch's thread count. A half-CPU actor computes with one thread (Ray sets
+    OMP_NUM_THREADS from the CPUs an actor reserves); the local engine gives torch its share of the cores less one
+    (cpu_share.py), which is one thread on two cores: the reference runs on two cores, whatever the machine has."""
+    train, _ = dataset
+    ws = Workspace(tmp_path_factory.mktemp("local") / "ws")
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, sorted(cores)[:2])
+    try:
+        run_augment(ws, train, **job(train))
+    finally:
+        os.sched_setaffinity(0, cores)
+    return ws.path
+
+
+def snapshot(ws: Path) -> dict:
+    """Every row of sources, generations and augmentations (less timestamps and run ids) and every stored file."""
+    out: dict = {}
+    with sqlite3.connect(ws / "manifest.sqlite") as conn:
+        for table in ("sources", "generations", "augmentations"):
+            columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")
+                       if r[1] not in ("created_at", "run_id", "reviewed_at")]
+            out[table] = conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id").fetchall()
+    conn.close()
+    out["files"] = {p.relative_to(ws).as_posix(): p.read_bytes() for p in sorted((ws / "images").rglob("*.png"))}
+    return out
+
+
+def assert_exactly_once(ws: Path, info: dict) -> None:
+    n, m = len(info["good"]), PER_IMAGE
+    assert rows(ws, "SELECT count(*) FROM augmentations") == [(n * m,)]
+    assert rows(ws, "SELECT count(*) FROM (SELECT source_id, job_key FROM augmentations "
+                    "GROUP BY source_id, job_key HAVING count(*) > 1)") == [(0,)]
+    assert rows(ws, "SELECT count(*) FROM sources") == [(n + len(info["bad"]),)]
+    assert_store_consistent(ws)
+
+
+# the same result ---------------------------------------------------------------------------------------------
+def test_ray_engine_writes_the_local_engines_manifest_and_bytes(cluster, dataset, local_ws, tmp_path):
+    """Same workspace, data and flags: every row (ids included: batches are committed in plan order) and every
+    image byte equal the local engine's; progress is reported after every commit, as by the local engine."""
+    train, info = dataset
+    ws = Workspace(tmp_path / "ws")
+    seen = []
+    summary = run_augment(ws, train, **job(train), **RAY, progress=lambda p: seen.append((p.done, p.total)))
+    assert (summary.augmentations_added, summary.images_failed) == (len(info["good"]) * PER_IMAGE, len(info["bad"]))
+    assert summary.model_seconds > 0 and summary.load_seconds > 0  # measured in the actors, reported here
+    assert seen[0] == (0, seen[0][1]) and seen[-1][0] == seen[-1][1] and seen == sorted(seen) and len(seen) > 2
+    assert snapshot(ws.path) == snapshot(local_ws)
+    assert_exactly_once(ws.path, info)
+    engine = json.loads(rows(ws.path, "SELECT args FROM runs")[0][0])["engine"]
+    assert engine == {"name": "ray", "address": None, "workers": 2, "gpus_per_worker": 0.0, "cpus_per_worker": 0.5}
+
+
+# faults ------------------------------------------------------------------------------------------------------
+class DiesOnce:
+    """The tiny model, whose worker process exits (as if killed) in the third generate call of the run, once.
+
+    A test-only generator: it reaches the workers through run_augment's generator_factory hook."""
+
+    def __init__(self, settings: GenerationSettings, folder: Path) -> None:
+        self.inner, self.folder = Pix2PixGenerator(settings), folder
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def generate(self, requests, **kwargs):
+        calls = self.folder / "calls"
+        with open(calls, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        if len(calls.read_text().split()) >= 3 and not (self.folder / "died").exists():
+            (self.folder / "died").write_text(str(os.getpid()))
+            os._exit(1)
+        return self.inner.generate(requests, **kwargs)
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_its_batch_retried(cluster, dataset, local_ws, tmp_path):
+    train, info = dataset
+    ws = Workspace(tmp_path / "ws")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    summary = run_augment(ws, train, **job(train), **RAY,
+                          generator_factory=functools.partial(DiesOnce, SETTINGS, marks))
+    assert (marks / "died").exists()  # a generate actor's process died in the middle of a batch...
+    died = int((marks / "died").read_text())
+    pids = (marks / "calls").read_text().split()
+    assert len(set(pids)) == 3 and pids[-1] != str(died)  # ...was restarted (a new process), and the run went on
+    assert summary.augmentations_added == len(info["good"]) * PER_IMAGE
+    assert_exactly_once(ws.path, info)
+    assert snapshot(ws.path) == snapshot(local_ws)  # the retried batch made the very same images
+
+
+def test_a_killed_driver_is_resumed_by_the_same_command(cluster, dataset, local_ws, tmp_path):
+    """The CLI driver is SIGKILLed after its first commit; the same command finishes the job exactly once, and the
+    dead driver's journalled files are cleaned up (no orphan, no pending journal entry)."""
+    train, info = dataset
+    ws = tmp_path / "ws"
+    command = [sys.executable, "-m", "diffusemix_core", *augment_args(train, ws, *RAY_FLAGS, "--address", cluster)]
+    proc = subprocess.Popen(command, env=cli_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    count_at_kill = None
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (ws / "manifest.sqlite").exists():
+                try:
+                    count_at_kill = rows(ws, "SELECT count(*) FROM augmentations")[0][0] or None
+                except sqlite3.OperationalError:  # schema not created yet
+                    pass
+                if count_at_kill:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None and count_at_kill is None:
+            proc.kill()
+        stderr = proc.communicate()[1].decode(errors="replace")
+    assert count_at_kill is not None, f"the run finished (or never wrote) before it could be killed: {stderr[-2000:]}"
+    assert proc.returncode == -signal.SIGKILL
+    assert 0 < count_at_kill < len(info["good"]) * PER_IMAGE
+
+    again = subprocess.run(command, env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
+    assert_exactly_once(ws, info)
+    assert choices_by_slot(ws) == choices_by_slot(local_ws)
+    assert snapshot(ws)["files"] == snapshot(local_ws)["files"]
+
+
+def test_cancel_stops_planning_and_the_same_run_finishes_the_job(cluster, dataset, tmp_path, monkeypatch):
+    """The local engine's cancel Event and progress callback: after a cancel no batch is planned, what was handed
+    to the workers is committed, and the next run completes exactly once. Never more than 4 x workers + 2 batches
+    are planned and not yet committed (what keeps memory bounded for a dataset of millions)."""
+    train, info = dataset
+    ws = Workspace(tmp_path / "ws")
+    cancel = threading.Event()
+    planned, committed, outstanding = [0], [0], []
+    plan_source, commit = Planner.plan_source, Commit.__call__
+
+    def counting_plan(self, *args):
+        planned[0] += 1
+        return plan_source(self, *args)
+
+    def counting_commit(self, batch):
+        committed[0] += 1
+        outstanding.append(planned[0] - committed[0] + 1)
+        return commit(self, batch)
+
+    monkeypatch.setattr(Planner, "plan_source", counting_plan)
+    monkeypatch.setattr(Commit, "__call__", counting_commit)
+    small_batches = dict(job(train), batch_size=1)  # 16 batches: more than the engine keeps in flight (10)
+    first = run_augment(ws, train, **small_batches, **RAY, cancel=cancel,
+                        progress=lambda p: cancel.set() if p.done >= 1 else None)
+    assert max(outstanding) <= 4 * RAY["workers"] + 2 + 1  # + the one the planner holds while it waits
+    assert first.cancelled
+    assert 0 < first.augmentations_added < len(info["good"]) * PER_IMAGE
+    rest = run_augment(ws, train, **small_batches, **RAY)
+    assert not rest.cancelled and rest.augmentations_added + first.augmentations_added == len(info["good"]) * PER_IMAGE
+    assert_exactly_once(ws.path, info)
+
+
+def test_a_workers_error_is_the_projects_one_line_error(cluster, dataset, tmp_path):
+    train, _ = dataset
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelUnavailableError) as raised:
+        run_augment(Workspace(tmp_path / "ws"), train, **dict(job(train), settings=GenerationSettings(
+            model=str(missing), resolution=64, steps=2)), engine="ray", workers=1, cpus_per_worker=0.5)
+    assert str(missing) in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("address, says", [
+    ("127.0.0.1:1", "cannot reach the Ray cluster at '127.0.0.1:1'"),  # in seconds, not after ray.init's retries
+    ("ray://127.0.0.1:1", "the Ray engine cannot run through a Ray Client connection"),  # Ray Data cannot stream
+])
+def test_an_unusable_address_is_one_line(dataset, tmp_path, address, says):
+    _ray()
+    train, _ = dataset
+    result = subprocess.run([sys.executable, "-m", "diffusemix_core",
+                             *augment_args(train, tmp_path / "ws", "--engine", "ray", "--address", address)],
+                            env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {says}"), result.stderr
+
+
+# ray is optional -------------------------------------------------------------------------------------------
+def test_without_ray_the_ray_engine_says_how_to_install_it_in_one_sentence(dataset, tmp_path):
+    train, _ = dataset
+    code = ("import sys; sys.modules['ray'] = None; from diffusemix_core.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, *augment_args(train, tmp_path / "ws", "--engine", "ray")],
+                            env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install -r requirements-ray.txt" in lines[0], result.stderr
+    assert lines[0].count(". ") == 0 and not (tmp_path / "ws").exists()  # one sentence; nothing created
+
+
+def test_the_local_engine_never_imports_ray(tmp_path):
+    train = tmp_path / "train"
+    (train / "cls").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((24, 32, 3), 40 * i, np.uint8)).save(train / "cls" / f"{i}.png")
+    FractalLibrary.procedural(2, seed=0, size=32).save(tmp_path / "fractals")
+    code = ("import sys; from diffusemix_core.cli import main; status = main(sys.argv[1:]); "
+            "print('ray imported' if 'ray' in sys.modules else 'ray not imported'); sys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", code, *augment_args(train, tmp_path / "ws")], env=cli_env(),
+                            cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert "ray not imported" in result.stdout
+    assert rows(tmp_path / "ws", "SELECT count(*) FROM augmentations") == [(2 * PER_IMAGE,)]
