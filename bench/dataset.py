@@ -45,7 +45,8 @@ from diffusemix_core.images import load_image
 from diffusemix_core.masks import make_mask
 from diffusemix_core.mixing import blend, hybrid
 from diffusemix_core.training import DiffuseMixDataset, ImageFiles, resize_center_crop, to_tensor
-from diffusemix_core.workspace import Workspace, run_augment
+from diffusemix_core.bulk import run_augment
+from diffusemix_core.workspace import Workspace
 
 CLASSES = ("daisy", "rose", "tulip")
 

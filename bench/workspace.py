@@ -56,7 +56,8 @@ def main() -> None:
 
     from diffusemix_core.fractals import FractalLibrary
     from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator
-    from diffusemix_core.workspace import Workspace, run_augment
+    from diffusemix_core.bulk import run_augment
+    from diffusemix_core.workspace import Workspace
 
     torch.set_num_threads(args.threads)
     settings = GenerationSettings(model="tiny-random", resolution=args.resolution, steps=args.steps, device="cpu")

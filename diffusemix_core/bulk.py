@@ -12,6 +12,8 @@
   image VAE-encoded once (``generation.py``); a degenerate output is retried, then the slot is left for next run.
 * **compose** (CPU, parallel): the record of each slot (mix, drift: ``engine.Mixer.compose``) and the PNG bytes
   of what the store keeps (I, Î, fractal images; A and the fitted F are derived: see ``store.py``).
+* **score** (optional, ``scorer=``; ``scores.Score``): label consistency (CLIP) and quality flags of Î and A; the
+  rows go in with the batch's.
 * **commit** (the caller's thread, the only writer): journal the files, write them, insert every row of the batch
   in ONE transaction. A killed run leaves no half-written file and no duplicate; rerunning finishes the job.
 
@@ -39,9 +41,10 @@ from .checks import check_int
 from .cpu_share import CpuShare
 from .engine import Mixer, check_seed
 from .errors import BadArgumentError
-from .images import IMAGE_EXTENSIONS
+from .images import IGNORED_DIRS, IMAGE_EXTENSIONS
 from .manifest import now, write
 from .mixing import check_lam
+from .scores import Score, score_stage
 from .threaded_stages import run_stages
 
 if TYPE_CHECKING:
@@ -54,7 +57,6 @@ __all__ = ["RunProgress", "RunSummary", "check_train_dir", "run_augment", "scan_
 
 log = logging.getLogger(__name__)
 
-_IGNORED_DIRS = {"__MACOSX"}
 _CPU_WORKERS = max(1, min(8, os.cpu_count() or 1))
 
 
@@ -80,13 +82,13 @@ def scan_train_dir(train_dir: str | Path) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     stray = 0
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name.startswith(".") or entry.name in _IGNORED_DIRS:
+        if entry.name.startswith(".") or entry.name in IGNORED_DIRS:
             continue
         if not entry.is_dir():
             stray += entry.is_file()
             continue
         for dirpath, dirnames, filenames in os.walk(entry.path):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _IGNORED_DIRS)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in IGNORED_DIRS)
             for name in sorted(filenames):
                 if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                     continue
@@ -145,6 +147,14 @@ def run_augment(
     feather: int = 0,
     threads: int | None = None,
     on_wait: Callable[[str], None] | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: float | None = None,
+    generator_factory: Callable[[], Pix2PixGenerator] | None = None,
+    scorer: str | Score | None = None,
+    class_map: str | Path | None = None,
 ) -> RunSummary:
     """Augment every image of ``train_dir/<class>/`` `per_image` times into `workspace`, resuming what exists.
 
@@ -153,6 +163,15 @@ def run_augment(
     goes on. ``threads=1`` runs the stages one after another in this thread (same results byte for byte);
     otherwise they run concurrently. The workspace is locked for the run (a second run waits, ``on_wait`` is told
     who holds it) and its manifest is backed up first. Raises BadArgumentError for bad arguments.
+
+    ``engine="ray"`` runs the same stages on a Ray cluster (``bulk_ray.py``, docs/cluster.md): ``ray_address``
+    (None: ``ray.init``'s default; ``"auto"``; ``"HOST:PORT"``; from a node of the cluster), ``workers`` actors with
+    ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs each. Each worker builds its generator from `settings`
+    (``generator_factory``, a test and benchmark hook, builds it instead; `generator` must then be None).
+
+    ``scorer`` (``auto``, a CLIP model id or folder, or a ``scores.Score``; None or ``none``: no scores) adds the
+    scores stage after compose: label consistency and quality flags of every Î and A (``scores.score_stage``;
+    ``class_map``: a class-name mapping file, remembered in the workspace).
     """
     from .generation import GenerationSettings, Pix2PixGenerator
 
@@ -168,37 +187,64 @@ def run_augment(
     library = prompts if prompts is not None else workspace.manifest.get_prompt_library()
     library.validate()
     mixer = Mixer(prompts=library, fractals=fractals, lam=lam, feather=feather, seed=seed)
+    ray_engine = None
+    if engine == "ray":
+        from .bulk_ray import RayEngine
+
+        if generator is not None:
+            raise BadArgumentError("engine='ray' builds one generator per worker: pass settings= (not generator=).")
+        ray_engine = RayEngine(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+                               cpus_per_worker=cpus_per_worker, generator_factory=generator_factory)
+        generator = generator_factory() if generator_factory is not None else None  # its settings; never loaded here
+    elif engine != "local":
+        raise BadArgumentError(f"engine must be 'local' or 'ray', got {engine!r}.")
     if generator is None:
         generator = Pix2PixGenerator(settings or GenerationSettings())
     settings_key = generator.settings.cache_key()
     jobs = job_keys(per_image, library.enabled() if all_prompts else None)
+    if ray_engine is not None and scorer is not None and scorer != "none":  # not a stage of bulk_ray (yet)
+        log.warning("the Ray engine does not run the scores stage: add the scores after the run with "
+                    "`python -m diffusemix_core score --workspace %s`", workspace.path)
+        scorer = None
+    score = score_stage(workspace, scorer, labels=sorted({label for _, label in files}), class_map=class_map,
+                        generator_model=generator.settings.model, device=generator.settings.device)
     args = {"per_image": per_image, "all_prompts": all_prompts, "seed": seed, "lam": lam, "feather": feather,
             "batch_size": batch_size, "settings": settings_key, "prompts": library.to_dict(),
             "fractals": getattr(mixer.fractals, "origin", "")}
-    with workspace.run_lock(f"augment of {Path(train_dir).name}", on_wait=on_wait), \
-            _cpu_share(generator, threads) as share:
+    if ray_engine is not None:  # the cluster runs the stages; this process plans and commits (no CPU share)
+        args["engine"] = ray_engine.describe()
+        cpu_share = contextlib.nullcontext()
+        ray_stages = ray_engine.stages(mixer, generator.settings, batch_size=batch_size)
+    else:
+        cpu_share, ray_stages = _cpu_share(generator), contextlib.nullcontext()
+    with workspace.run_lock(f"augment of {Path(train_dir).name}", on_wait=on_wait), cpu_share as share, \
+            ray_stages as stages:
         workspace.manifest.set_prompt_library(library)  # records the library in use
         workspace.gc()  # files of a killed run that never got their rows
         workspace.backup("augment")
         return _run(workspace, Path(train_dir), files, mixer, generator, jobs, args, seed=seed,
-                    batch_size=batch_size, progress=progress, cancel=cancel, threads=threads, share=share)
+                    batch_size=batch_size, progress=progress, cancel=cancel, threads=threads, share=share,
+                    stages=stages, score=score)
 
 
 @contextlib.contextmanager
-def _cpu_share(generator, threads: int | None) -> Iterator[CpuShare | None]:
+def _cpu_share(generator) -> Iterator[CpuShare | None]:
     """A model on the CPU shares the cores with other runs on this machine (and with the pipeline's own threads)."""
     if generator.settings.resolved_device() != "cpu":
         yield None
         return
-    with CpuShare(reserve=0 if threads == 1 else 1) as share:
+    # the same share whether the stages run in threads or one after another: on the CPU the last bits of Î depend
+    # on torch's thread count, and a run must not depend on how its stages were scheduled
+    with CpuShare(reserve=1) as share:
         share.apply()
         yield share
 
 
 def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, jobs, args: dict, *, seed: int,
-         batch_size: int, progress, cancel, threads: int | None, share: CpuShare | None) -> RunSummary:
+         batch_size: int, progress, cancel, threads: int | None, share: CpuShare | None,
+         stages=None, score: Score | None = None) -> RunSummary:
     started = time.perf_counter()
-    summary = RunSummary(run_id=0, images_total=len(files))
+    summary = RunSummary(run_id=0, images_total=len(files), scorer=score and score.model)
     planner = Planner(workspace.manifest, workspace.store, train_dir, mixer, jobs, seed=seed,
                       settings_key=args["settings"])
     summary.augmentations_planned = planner.missing_estimate(files)
@@ -211,16 +257,21 @@ def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, 
         summary.settings_changed = _settings_changed(db, summary.run_id, args)
         commit = Commit(workspace, db, run_id=summary.run_id, summary=summary)
         generate = Generate(generator, batch_size=batch_size)
+        if share is not None:  # re-applied before each model step, in the model's thread (torch's count is per thread)
+            generate = share.bind(generate)
         compose = Compose(mixer, generator.settings)
         done = 0
         if progress is not None:
             progress(RunProgress(0, summary.augmentations_planned, 0.0))
         clock = summary.stage_cpu_seconds
         commit = _timed(clock, "commit", commit)
-        for batch in _stages(planner, files, batch_size, generate, compose, args["settings"], cancel, threads, clock):
+        if stages is None:  # the local engine; the Ray engine passes its own (bulk_ray.RayEngine.stages)
+            batches = _stages(planner, files, batch_size, generate, compose, args["settings"], cancel, threads, clock,
+                              score)
+        else:
+            batches = stages(planner, files, cancel, clock)
+        for batch in batches:
             done += commit(batch)
-            if share is not None:
-                share.apply()  # runs that started or ended on this machine since the last batch
             if progress is not None:
                 total = max(summary.augmentations_planned, done)
                 progress(RunProgress(done, total, time.perf_counter() - started))
@@ -234,7 +285,10 @@ def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, 
                     "finished_at": now(), "images_failed": summary.images_failed,
                     "augmentations_added": summary.augmentations_added,
                     "generations_added": summary.generations_added,
-                    "generations_reused": summary.generations_reused, "cancelled": int(summary.cancelled)})
+                    "generations_reused": summary.generations_reused, "cancelled": int(summary.cancelled),
+                    # what the run gave torch (cpu_share.py)
+                    **({"args": json.dumps({**args, "cpu_share": share.describe()}, ensure_ascii=False)}
+                       if share is not None else {})})
         finally:
             db.conn.close()
             summary.seconds = time.perf_counter() - started
@@ -271,8 +325,10 @@ def _timed_iter(clock: dict[str, float], name: str, items: Iterator) -> Iterator
 
 
 def _stages(planner: Planner, files, batch_size: int, generate: Generate, compose: Compose, settings_key: dict,
-            cancel: threading.Event | None, threads: int | None, clock: dict[str, float]) -> Iterator[Batch]:
-    """The batches, planned, loaded, generated and composed: in this thread, or concurrently (then in order).
+            cancel: threading.Event | None, threads: int | None, clock: dict[str, float],
+            score: Score | None = None) -> Iterator[Batch]:
+    """The batches, planned, loaded, generated, composed (and scored, with `score`): in this thread, or
+    concurrently (then in order).
 
     The CPU time of each stage is added to `clock` (per-thread CPU time, so pool threads count in full).
     """
@@ -280,6 +336,7 @@ def _stages(planner: Planner, files, batch_size: int, generate: Generate, compos
     load_source_ = _timed(clock, "load", load_source)
     compose = _timed(clock, "compose", compose)
     generate = _timed(clock, "generate", generate)
+    scored = [] if score is None else [_timed(clock, "score", lambda b: b if b is None else score(b))]
     batches = _timed_iter(clock, "plan", planner.batches(files, batch_size, cancel))
 
     def generate_unless_cancelled(batch: Batch) -> Batch | None:
@@ -294,7 +351,7 @@ def _stages(planner: Planner, files, batch_size: int, generate: Generate, compos
                 return
             for source in batch.sources:
                 compose(source)
-            yield batch
+            yield scored[0](batch) if scored else batch
         return
 
     pool = ThreadPoolExecutor(max_workers=threads or _CPU_WORKERS, thread_name_prefix="bulk-cpu")
@@ -308,8 +365,8 @@ def _stages(planner: Planner, files, batch_size: int, generate: Generate, compos
                 list(pool.map(compose, batch.sources))
             return batch
 
-        for batch in run_stages(batches, [load, generate_unless_cancelled, compose_batch],
-                                names=["load", "generate", "compose"]):
+        for batch in run_stages(batches, [load, generate_unless_cancelled, compose_batch, *scored],
+                                names=["load", "generate", "compose", "score"][:3 + len(scored)]):
             if batch is not None:
                 yield batch
     finally:

@@ -32,7 +32,9 @@ from .engine import Choice, Mixer
 from .errors import BadArgumentError, BadImageError, DiffuseMixError, ModelUnavailableError
 from .images import image_key, load_image
 from .manifest import Manifest, generation_cache_key, write
+from .scores import insert_source_scores
 from .store import ImageStore
+from .thumbnails import Thumbnails, thumbnail_key, thumbnail_png
 
 if TYPE_CHECKING:
     from .engine import AugmentationRecord
@@ -77,6 +79,8 @@ class Slot:
     error: str | None = None  # generation failed: the slot is left for the next run
     record: AugmentationRecord | None = None  # composed
     fractal_path: str | None = None  # the fractal image in the store
+    thumbnail: tuple[str, bytes] | None = None  # (key, PNG) of A's gallery preview (thumbnails.py)
+    scores: dict | None = None  # label scores and flags of Î and A (scores.Score), stored by Commit
 
 
 @dataclass
@@ -131,6 +135,7 @@ class RunSummary:
     load_seconds: float = 0.0  # loading the model (once)
     cancelled: bool = False
     settings_changed: list[str] = field(default_factory=list)  # what differs from the previous run's settings
+    scorer: str | None = None  # the label scorer of the run's scores stage (None: no label scores)
     stage_cpu_seconds: dict[str, float] = field(default_factory=dict)  # CPU time per stage (plan, load, ...)
 
     @property
@@ -332,6 +337,10 @@ class Compose:
                 source.files[slot.generation_path] = png
             slot.fractal_path, png = self.fractal_file(slot.choice.fractal)
             source.files[slot.fractal_path] = png
+            record = slot.record
+            slot.thumbnail = (thumbnail_key(ImageStore.relpath(source.pixels_sha256), slot.generation_path,
+                                            slot.fractal_path, record.mask_kind, record.lam, record.feather),
+                              thumbnail_png(record.final))
         return source
 
 
@@ -377,7 +386,13 @@ class Commit:
                         db, slot.record, source_id=source.source_id, generation_id=slot.generation_id,
                         job_key=slot.job_key, slot=slot.slot, fractal_path=slot.fractal_path, run_id=self.run_id)
                     added += new
+                insert_source_scores(db, ws.store, source)  # what the scores stage found, if it ran
             ws.manifest.unjournal(db, relpaths)
+        previews = Thumbnails(ws.path)  # derived data: written after the rows, never journalled
+        for source in batch.sources:
+            for slot in source.slots:
+                if slot.record is not None and slot.thumbnail is not None:
+                    previews.put(*slot.thumbnail)
         for source in batch.sources:
             if source.error is not None:
                 summary.images_failed += 1

@@ -110,7 +110,38 @@ def _add_augment(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
     add_library_arguments(p)
     add_model_arguments(p)
+    _add_engine_arguments(p)
+    from .cli_curation import add_scorer_arguments; add_scorer_arguments(p)  # noqa: E702
     p.set_defaults(func=run_augment_command)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the stages run: in this process (local) or on a Ray cluster (docs/cluster.md)."""
+    g = parser.add_argument_group("engine")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local (default): every stage in this process; ray: load, generate and compose on a Ray "
+                        "cluster, planning and the manifest here (needs `pip install -r requirements-ray.txt`)")
+    g.add_argument("--address", default=None,
+                   help="with --engine ray: the cluster this machine is a node of, auto or HOST:PORT (default: "
+                        "RAY_ADDRESS, a cluster started here with `ray start`, else a new local one)")
+    g.add_argument("--workers", type=_positive_int, default=None,
+                   help="with --engine ray: generate workers, one model each (default: as many as the cluster's "
+                        "GPUs allow, else 1)")
+    g.add_argument("--gpus-per-worker", type=_non_negative_float, default=None,
+                   help="with --engine ray: GPUs per worker; a fraction shares a GPU (default 1 when the cluster has "
+                        "GPUs, else 0)")
+    g.add_argument("--cpus-per-worker", type=_non_negative_float, default=None,
+                   help="with --engine ray: CPUs reserved per worker (default 1)")
 
 
 def run_augment_command(args: argparse.Namespace) -> int:
@@ -120,6 +151,10 @@ def run_augment_command(args: argparse.Namespace) -> int:
     from .workspace import Workspace
 
     check_train_dir(args.train_dir)  # before anything is created
+    if args.engine == "ray":
+        from .bulk_ray import require_ray
+
+        require_ray()  # a missing ray is told before anything is created
     settings = settings_from_args(args)
     fractals = fractal_library_from_args(args)
     workspace = Workspace(args.workspace)
@@ -144,7 +179,9 @@ def run_augment_command(args: argparse.Namespace) -> int:
         summary = run_augment(
             workspace, args.train_dir, per_image=args.per_image, prompts=library, fractals=fractals, lam=args.lam,
             settings=settings, batch_size=args.batch_size, seed=args.seed, all_prompts=args.all_prompts,
-            progress=progress, cancel=cancel, feather=args.feather, on_wait=waiting,
+            progress=progress, cancel=cancel, feather=args.feather, on_wait=waiting, engine=args.engine,
+            ray_address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+            cpus_per_worker=args.cpus_per_worker, scorer=args.scorer, class_map=args.class_map,
         )
     finally:
         for bar in bars:
@@ -160,6 +197,7 @@ def run_augment_command(args: argparse.Namespace) -> int:
     )
     for path, reason in summary.failures:
         print(f"  failed: {path}: {reason}")
+    from .cli_curation import print_run_scores; print_run_scores(summary, args)  # noqa: E702
     if is_test_model(settings.model):
         print(f"note: {settings.model} is an {UNTRAINED_NOTE}.")
     if summary.cancelled:
@@ -233,13 +271,14 @@ def run_status(args: argparse.Namespace) -> int:
 def _add_review(subparsers) -> None:
     p = subparsers.add_parser(
         "review",
-        help="approve or reject augmentations in bulk by label, prompt, drift or id; undo; history",
+        help="approve or reject augmentations in bulk by label, prompt, drift or id; rules (--auto); undo; history",
         description="Set the status of every augmentation that matches ALL the filters given; with no filter, "
                     "every augmentation. Every decision is recorded (the manifest's reviews table) and a bulk "
                     "decision is preceded by a backup of the manifest; --undo reverts the last bulk decision.",
         epilog="example: python -m diffusemix_core review -w ws --approve --max-drift 0.5; "
                "python -m diffusemix_core review -w ws --reject --prompt rainbow; "
-               "python -m diffusemix_core review -w ws --undo",
+               "python -m diffusemix_core review -w ws --undo; "
+               "python -m diffusemix_core review -w ws --auto --min-label-prob 0.2 --reject-flagged --dry-run",
     )
     _workspace_argument(p, must_exist=True)
     action = p.add_mutually_exclusive_group(required=True)
@@ -253,10 +292,12 @@ def _add_review(subparsers) -> None:
                         help="revert the last bulk decision (items decided again since are left as they are)")
     action.add_argument("--history", type=int, metavar="ID", default=None,
                         help="print every decision on augmentation ID")
+    from .cli_curation import add_auto_review_arguments; add_auto_review_arguments(p, action)  # noqa: E702
     p.add_argument("--label", default=None, help="only this label (class folder name, exactly)")
     p.add_argument("--prompt", default=None, help="only this prompt (raw text, e.g. 'autumn')")
     p.add_argument("--max-drift", type=float, default=None,
-                   help="only augmentations whose drift score (0 = Î like I, 1 = unrelated) is <= X")
+                   help="only augmentations whose drift score (0 = Î like I, 1 = unrelated) is <= X; with --auto: "
+                        "the rule 'reject when drift > X'")
     p.add_argument("--min-drift", type=float, default=None, help="only augmentations whose drift score is >= X")
     p.add_argument("--ids", type=_ids, nargs="+", default=None,
                    help="only these augmentation ids: 3 4 9, 3,4,9 or ranges 3-7")
@@ -269,6 +310,9 @@ def run_review(args: argparse.Namespace) -> int:
     from .workspace import Workspace
 
     workspace = Workspace(args.workspace, create=False)
+    from .cli_curation import run_auto_review, wants_auto_review
+    if wants_auto_review(args):
+        return run_auto_review(args, workspace)
     if args.history is not None:
         workspace.manifest.get_augmentation(args.history)  # a clear error for an unknown id
         for row in history(workspace.manifest, args.history):
@@ -314,7 +358,7 @@ def _add_check(subparsers) -> None:
 def run_check(args: argparse.Namespace) -> int:
     from .workspace import Workspace
 
-    workspace = Workspace(args.workspace, create=False)
+    workspace = Workspace(args.workspace, create=False, clean_up=False)  # the report comes before any removal
     report = workspace.check(fix=args.fix)
     print(f"manifest: {'ok' if not report.integrity_errors else 'DAMAGED'}; store: {report.files} files, "
           f"{report.referenced} referenced, {len(report.orphans)} orphan(s), {len(report.missing)} missing, "

@@ -3,8 +3,13 @@
 A run that computes on the CPU registers itself with :class:`CpuShare` (a lock file held open in a machine-wide
 folder, ``$TMPDIR/diffusemix-cpu-<uid>``); the number of live registrations is the number of runs sharing the cores.
 Each run then gives torch ``cores // runs`` threads (one fewer when its own pipeline threads need a core), and
-looks again between batches, so a run that starts or ends is noticed. A killed run's file is no longer locked and is
-removed by the next count. Today's figure without it: two runs on a 2-core machine each set 2 threads and both ran
+looks again before each model step, in the thread that runs the model (torch's count is per thread), so a run that
+starts or ends is noticed. A killed run's file is no longer locked and is removed by the next count. What a run
+gave torch is recorded (:meth:`CpuShare.describe`, the ``cpu_share`` entry of ``runs.args``).
+
+On the CPU the last bits of Î can depend on torch's thread count (how reductions are split), so a run's share is
+fixed by the number of runs, not by how its stages are scheduled; a workspace stays consistent whatever the share,
+because a resumed run reuses the Î already stored. Without this sharing: two runs on a 2-core machine each set 2 threads and both ran
 about 10x slower than one alone (OpenMP threads spinning against each other).
 """
 
@@ -13,11 +18,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import os
 import secrets
 import tempfile
+import threading
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["CpuShare"]
 
@@ -42,14 +50,21 @@ class CpuShare:
         self._path: Path | None = None
         self._previous: int | None = None
         self.threads: int | None = None
+        self._used: list[tuple[int, int]] = []  # (runs, threads), each pair once, in the order first applied
+        self._lock = threading.Lock()
 
     def __enter__(self) -> "CpuShare":
         import torch
 
         self._previous = torch.get_num_threads()
-        self._path = _folder() / f"run-{os.getpid()}-{secrets.token_hex(4)}.lock"
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        # locked under a name nobody counts, then renamed: a registration is never seen unlocked (and taken for a
+        # dead run's) between its creation and its lock
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        registering = _folder() / f".registering-{token}"
+        self._fd = os.open(registering, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._path = registering.with_name(f"run-{token}.lock")
+        os.rename(registering, self._path)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -85,13 +100,38 @@ class CpuShare:
         return max(count, 1)
 
     def apply(self) -> int:
-        """Set torch's thread count to this run's share of the cores; returns it."""
+        """Set torch's thread count, in the calling thread, to this run's share of the cores; returns it.
+
+        torch keeps the count per thread once a thread has computed (OpenMP), so a count set in one thread does not
+        reach a thread that is already working: apply it in the thread that runs the model (:meth:`bind`). Threads
+        started afterwards begin with the count set last.
+        """
         import torch
 
-        threads = max(1, self.cores // self.active_runs() - self.reserve)
-        if threads != self.threads:
+        runs = self.active_runs()
+        threads = max(1, self.cores // runs - self.reserve)
+        if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-            if self.threads is not None:
-                log.info("CPU shared by more or fewer runs now: torch uses %d thread(s)", threads)
+        with self._lock:
+            if self.threads is not None and threads != self.threads:
+                log.info("CPU shared by %d run(s) now: torch uses %d thread(s)", runs, threads)
             self.threads = threads
+            if (runs, threads) not in self._used:
+                self._used.append((runs, threads))
         return threads
+
+    def bind(self, fn: Callable) -> Callable:
+        """`fn`, applying the share in the calling thread first: wrap the model's step with it."""
+
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            self.apply()
+            return fn(*args, **kwargs)
+
+        return bound
+
+    def describe(self) -> dict:
+        """What this run gave torch, for the record (``runs.args``): cores, reserve, and every (runs, threads)."""
+        with self._lock:
+            used = [{"runs": runs, "threads": threads} for runs, threads in self._used]
+        return {"cores": self.cores, "reserve": self.reserve, "used": used}

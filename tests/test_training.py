@@ -29,7 +29,8 @@ from diffusemix_core.training import (
     resize_center_crop,
     to_tensor,
 )
-from diffusemix_core.workspace import Workspace, run_augment
+from diffusemix_core.bulk import run_augment
+from diffusemix_core.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"blue": (40, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}
@@ -54,15 +55,10 @@ def data(tmp_path_factory):
     """A reviewed workspace (6 images per class, 2 cached Î each, all approved) and a validation folder."""
     root = tmp_path_factory.mktemp("train")
     train = write_colour_classes(root / "train", 6, seed=0)
-    val = write_colour_classes(root / "val", 5, seed=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the bulk run's stage threads and torch's intra-op threads oversubscribe 2 cores
-    try:
-        run_augment(Workspace(root / "ws"), train, per_image=2,
-                    settings=GenerationSettings(model="tiny-random", steps=2, resolution=64, device="cpu"),
-                    fractals=FRACTALS)
-    finally:
-        torch.set_num_threads(threads)
+    write_colour_classes(root / "val", 5, seed=1)
+    run_augment(Workspace(root / "ws"), train, per_image=2,  # the run shares the cores itself (cpu_share.py)
+                settings=GenerationSettings(model="tiny-random", steps=2, resolution=64, device="cpu"),
+                fractals=FRACTALS)
     Workspace(root / "ws").review("approved")
     with sqlite3.connect(root / "ws" / "manifest.sqlite") as conn:
         assert conn.execute("SELECT COUNT(*) FROM augmentations WHERE status = 'approved'").fetchone()[0] == 36

@@ -451,3 +451,54 @@ def test_export_target_validation(tmp_path, ws):
     with pytest.raises(BadArgumentError):
         ws.export(tmp_path / "x", status="bogus")
     assert [e["count"] for e in ws.manifest.list_exports()] == [2, 2]
+
+
+def test_pipeline_and_one_thread_give_the_same_manifest_and_bytes(tmp_path, tiny_generator):
+    """The stages run concurrently by default; one after another with threads=1. Same rows (ids included: batches
+    are committed in order), same image files byte for byte."""
+    train = write_train(tmp_path / "train", classes=("a", "b", "c"), per_class=3)
+    (train / "b" / "broken.png").write_bytes(b"\x89PNG not really")
+
+    def run(name, threads):
+        w = Workspace(tmp_path / name)
+        summary = run_augment(w, train, per_image=2, fractals=FRACTALS, generator=tiny_generator, batch_size=2,
+                              seed=3, threads=threads)
+        with w.manifest.session() as db:
+            tables = {t: [tuple(r) for r in db.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()]
+                      for t in ("sources", "generations", "augmentations")}
+        files = {p.relative_to(w.path).as_posix(): p.read_bytes() for p in w.images_path.rglob("*.png")}
+        return summary, tables, files
+
+    serial, serial_tables, serial_files = run("serial", 1)
+    piped, piped_tables, piped_files = run("piped", None)
+    assert serial.augmentations_added == piped.augmentations_added == 18 and serial.images_failed == 1
+
+    def without_times(table, name):
+        columns = {"sources": ("created_at",), "generations": ("created_at",),
+                   "augmentations": ("created_at", "run_id")}[name]
+        w = Workspace(tmp_path / "serial")
+        names = [c.name for c in w.manifest.connect()[name].columns]
+        keep = [i for i, c in enumerate(names) if c not in columns]
+        return [tuple(row[i] for i in keep) for row in table]
+
+    for name in serial_tables:
+        assert without_times(serial_tables[name], name) == without_times(piped_tables[name], name), name
+    assert serial_files == piped_files and len(piped_files) > 18
+
+
+def test_the_run_leaves_a_preview_of_every_augmentation_and_a_lost_one_is_remade(tmp_path, ws, tiny_generator):
+    from diffusemix_core.thumbnails import THUMB_SIDE, row_key, thumbnail_png
+
+    train = write_train(tmp_path / "train", per_class=2)
+    run_augment(ws, train, per_image=2, fractals=FRACTALS, generator=tiny_generator)
+    rows = ws.manifest.list_augmentations()
+    assert len(rows) == 8
+    for row in rows:
+        path = ws.thumbnails.path_of(row_key(row))
+        assert path.is_file()  # made by the run, not on view
+        assert path.read_bytes() == thumbnail_png(ws.final_image(row))  # a preview of exactly this A
+        assert max(Image.open(path).size) <= THUMB_SIDE
+    lost = ws.thumbnails.path_of(row_key(rows[0]))
+    lost.unlink()
+    assert ws.thumbnails.for_row(ws, rows[0]) == lost and lost.is_file()  # remade on first view
+    assert ws.check().ok  # previews are not store files: nothing orphaned, nothing missing
