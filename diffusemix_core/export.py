@@ -33,19 +33,21 @@ import sqlite_utils
 from .errors import WorkspaceError
 from .images import encode_png
 from .manifest import MANIFEST_NAME, check_status, now, write
-from .safe_files import TMP_PREFIX, UNLABELLED, atomic_target, label_folders, remove_dead_temp_files, safe_join
+from .safe_files import (UNLABELLED, atomic_target, dead_temp_files, label_folders, remove_dead_temp_files,
+                         safe_join)
 from .store import PNG_COMPRESS_LEVEL
 
 if TYPE_CHECKING:
     from .workspace import Workspace
 
-__all__ = ["ExportResult", "METADATA_COLUMNS", "export_workspace", "remove_dead_export_temps"]
+__all__ = ["ExportResult", "METADATA_COLUMNS", "dead_export_temps", "export_workspace", "remove_dead_export_temps"]
 
 log = logging.getLogger(__name__)
 
 METADATA_COLUMNS = ["file_name", "label", "prompt", "mask", "fractal", "lam", "seed", "source", "kind",
                     "augmentation_id", "source_id", "status", "drift", "prompt_text", "model"]
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
+_FOLDER_KEY = "export-zip-folder:"  # meta keys: the folders export zips are written to (for clean-up)
 
 
 @dataclass
@@ -110,6 +112,7 @@ def export_workspace(ws: Workspace, to: str | Path, *, status: str = "approved",
         writer.writerows(records)
     _write_export_manifest(ws, target / MANIFEST_NAME, rows, records, status=status)
     if zip_path is not None:
+        _remember_zip_folder(ws, zip_path.parent.resolve())
         _zip_folder(target, zip_path)
     filters = {"status": status, "label": label, "prompt": prompt, "max_drift": max_drift,
                "include_originals": include_originals}
@@ -124,18 +127,38 @@ def export_workspace(ws: Workspace, to: str | Path, *, status: str = "approved",
                         export_id=export_id)
 
 
-def remove_dead_export_temps(ws: Workspace) -> int:
-    """Delete temp zips that killed exports left in the folders past exports wrote to; returns the count."""
+def dead_export_temps(ws: Workspace) -> list[Path]:
+    """Temp zips of killed exports: temp files of dead writers in the folders exports of `ws` write zips to.
+
+    A folder is recorded in the manifest (``meta``) before the first temp zip is written there, so the folder of an
+    export killed before it was ever recorded as done is known too.
+    """
     folders = set()
+    with ws.manifest.session() as db:
+        for (key,) in db.execute("SELECT key FROM meta WHERE substr(key, 1, ?) = ?",
+                                 [len(_FOLDER_KEY), _FOLDER_KEY]):
+            folders.add(Path(key[len(_FOLDER_KEY):]))
     for row in ws.manifest.list_exports():
         for key in ("zip_path", "path"):
             if row.get(key):
                 folders.add(Path(row[key]).parent)
+    return [path for folder in sorted(folders) if folder.is_dir() for path in dead_temp_files(folder.iterdir())]
+
+
+def remove_dead_export_temps(ws: Workspace) -> int:
+    """Delete the temp zips killed exports left behind (:func:`dead_export_temps`); returns the count."""
     removed = 0
-    for folder in folders:
-        if folder.is_dir():
-            removed += remove_dead_temp_files(p for p in folder.iterdir() if p.name.startswith(TMP_PREFIX))
+    for path in dead_export_temps(ws):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
     return removed
+
+
+def _remember_zip_folder(ws: Workspace, folder: Path) -> None:
+    """Record the folder a temp zip is about to be written to, so clean-up finds it even if this export is killed."""
+    with ws.manifest.session() as db, write(db):
+        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", [_FOLDER_KEY + str(folder), now()])
 
 
 def _prepare_export_dir(ws: Workspace, to: Path, *, overwrite: bool) -> Path:
@@ -222,7 +245,7 @@ def _clear_previous_export(target: Path) -> None:
 def _zip_folder(folder: Path, zip_path: Path) -> None:
     """Zip `folder` as ``<folder name>/...`` into `zip_path`, atomically; dead exports' temp zips go first."""
     zip_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_temp_files(p for p in zip_path.parent.iterdir() if p.name.startswith(TMP_PREFIX))
+    remove_dead_temp_files(zip_path.parent.iterdir())
     with atomic_target(zip_path, durable=False) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are already compressed
             for path in sorted(folder.rglob("*")):

@@ -111,7 +111,7 @@ class ModelHolder:
             return f"**Model {name} is unavailable.** {self.error}"
         text = f"Model {name}: {'loaded' if self.loaded else 'loads on first Generate'}."
         if self.is_test_model:
-            text += f" ⚠️ **Untrained test model**: {UNTRAINED_NOTE}."
+            text += f" ⚠️ **{UNTRAINED_NOTE[0].upper()}{UNTRAINED_NOTE[1:]}**."
         return text
 
 
@@ -178,10 +178,17 @@ class StageFiles:
     def nbytes(self) -> int:
         return self._bytes
 
-    def path(self, key: str, array: np.ndarray, *, full_size: bool = False) -> str:
-        """The file for `key` (written from `array` if missing), at display size unless `full_size`."""
+    def _target(self, key: str, full_size: bool) -> Path:
         key = key + ("|full" if full_size else "")
-        target = self.root / (hashlib.sha1(key.encode()).hexdigest()[:24] + ".png")
+        return self.root / (hashlib.sha1(key.encode()).hexdigest()[:24] + ".png")
+
+    def path(self, key: str, array: np.ndarray, *, full_size: bool = False, keep: frozenset[Path] = frozenset()) -> str:
+        """The file for `key` (written from `array` if missing), at display size unless `full_size`.
+
+        Files of the answer being made (this one and `keep`) are never the ones removed to stay under the budget:
+        the browser has yet to fetch them.
+        """
+        target = self._target(key, full_size)
         with self._lock:
             if target in self._files and target.exists():
                 self._files.move_to_end(target)
@@ -197,9 +204,12 @@ class StageFiles:
         with self._lock:
             self._bytes += buffer.tell() - self._files.pop(target, 0)
             self._files[target] = buffer.tell()
-            while self._bytes > self.max_bytes and len(self._files) > 1:
-                old, size = self._files.popitem(last=False)
-                self._bytes -= size
+            for old in list(self._files):  # least recently used first
+                if self._bytes <= self.max_bytes:
+                    break
+                if old == target or old in keep:
+                    continue
+                self._bytes -= self._files.pop(old)
                 try:
                     os.unlink(old)
                 except FileNotFoundError:
@@ -207,8 +217,9 @@ class StageFiles:
         return str(target)
 
     def paths(self, items: list[tuple[str, np.ndarray]]) -> list[str]:
-        """Several files at once, the missing ones encoded in parallel."""
-        return list(self._pool.map(lambda item: self.path(*item), items))
+        """Several files at once (one answer), the missing ones encoded in parallel."""
+        keep = frozenset(self._target(key, False) for key, _ in items)
+        return list(self._pool.map(lambda item: self.path(*item, keep=keep), items))
 
     def stage_paths(self, result_id: str, record: AugmentationRecord, names) -> list[str]:
         """The display files of a record's stages `names` (engine.STAGE_NAMES order)."""

@@ -4,7 +4,8 @@
   file in the same folder, optionally fsynced, then ``os.replace``). Temp names are ``.tmp-<pid>-<random><suffix>``,
   so :func:`remove_dead_temp_files` can delete the leftovers of a killed writer, and only those.
 * :func:`sanitize_label`, :func:`label_folders`, :func:`safe_join`: a class label (any Unicode text) becomes one safe
-  folder name, and a joined path is refused if it would leave its root (``..``, separators, links).
+  folder name, and a joined path is refused if it would leave its root (``..``, separators, links);
+  :func:`links_outside` finds the links under a folder that lead out of a root.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
+import stat
 import unicodedata
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,7 +27,9 @@ __all__ = [
     "UNLABELLED",
     "atomic_target",
     "atomic_write",
+    "dead_temp_files",
     "label_folders",
+    "links_outside",
     "pid_alive",
     "remove_dead_temp_files",
     "safe_join",
@@ -40,6 +45,7 @@ UNLABELLED = "unlabelled"
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 _FORBIDDEN_CHARS = set('/\\<>:"|?*')
 _MAX_NAME_BYTES = 180
+_TEMP_NAME = re.compile(rf"^{re.escape(TMP_PREFIX)}([0-9]+)-[0-9a-f]+(\.[A-Za-z0-9]+)?$")
 
 
 # ------------------------------------------------------------------------------------------- temp files, atomic
@@ -49,13 +55,9 @@ def temp_path(target: Path) -> Path:
 
 
 def writer_pid(name: str) -> int | None:
-    """The pid recorded in a temp file name, or None if `name` is not one of ours."""
-    if not name.startswith(TMP_PREFIX):
-        return None
-    try:
-        return int(name[len(TMP_PREFIX):].split("-", 1)[0])
-    except ValueError:
-        return None
+    """The pid recorded in a temp file name, or None if `name` is not one of ours (``.tmp-<pid>-<hex><suffix>``)."""
+    match = _TEMP_NAME.match(name)
+    return int(match.group(1)) if match else None
 
 
 def pid_alive(pid: int) -> bool:
@@ -106,15 +108,27 @@ def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:
         raise
 
 
+def dead_temp_files(paths: Iterable[Path]) -> list[Path]:
+    """Those of `paths` that are temp files of ours (named by :func:`temp_path`, plain files) whose writer is no
+    longer running. Anything else, such as another program's ``.tmp-notes`` or a folder, is never one of them."""
+    dead = []
+    for path in paths:
+        pid = writer_pid(path.name)
+        if pid is None or pid <= 0 or pid_alive(pid):
+            continue
+        try:
+            if not stat.S_ISREG(path.lstat().st_mode):
+                continue
+        except FileNotFoundError:
+            continue
+        dead.append(path)
+    return dead
+
+
 def remove_dead_temp_files(paths: Iterable[Path]) -> int:
     """Delete those of `paths` that are temp files of a writer that is no longer running; returns the count."""
     removed = 0
-    for path in paths:
-        pid = writer_pid(path.name)
-        if pid is None and not path.name.startswith(TMP_PREFIX):
-            continue
-        if pid is not None and pid > 0 and pid_alive(pid):
-            continue
+    for path in dead_temp_files(paths):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed += 1
@@ -162,6 +176,24 @@ def label_folders(labels: Iterable[str]) -> dict[str, str]:
         taken.add(name.casefold())
         out[label] = name
     return out
+
+
+def links_outside(folder: str | Path, root: str | Path) -> list[Path]:
+    """The symbolic links under `folder` (walked without following them) that resolve outside `root`, sorted.
+
+    A folder that is inside `root` by its own path can still reach elsewhere through links it holds (a class folder
+    linked to ``/usr/share``); reading it as a dataset follows them, so a caller confined to `root` refuses these.
+    """
+    root_resolved = Path(root).resolve()
+    escaping = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # os.walk does not descend into linked folders
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            if path.is_symlink():
+                target = path.resolve()
+                if target != root_resolved and root_resolved not in target.parents:
+                    escaping.append(path)
+    return sorted(escaping)
 
 
 def safe_join(root: str | Path, *parts: str) -> Path:

@@ -37,8 +37,9 @@ import numpy as np
 from .decisions import Decision, decide, undo_last
 from .errors import WorkspaceError
 from .manifest import MANIFEST_NAME, Manifest, check_status, generation_cache_key, write
-from .safe_files import UNLABELLED, atomic_target, pid_alive, remove_dead_temp_files, writer_pid
+from .safe_files import UNLABELLED, atomic_target, dead_temp_files, pid_alive, remove_dead_temp_files
 from .store import ImageStore
+from .thumbnails import Thumbnails
 
 if TYPE_CHECKING:
     from .engine import AugmentationRecord
@@ -70,7 +71,7 @@ class CheckReport:
     files: int = 0
     orphans: list[str] = field(default_factory=list)  # store files no row refers to
     missing: list[str] = field(default_factory=list)  # referenced files that are not in the store
-    temp_files: int = 0  # temp files of dead writers
+    temp_files: int = 0  # temp files of dead writers: in the store, and temp zips of killed exports
     removed: int = 0
     seconds: float = 0.0
 
@@ -82,11 +83,17 @@ class CheckReport:
 class Workspace:
     """A folder with ``manifest.sqlite`` and ``images/``; see the module docstring and docs/workspace.md."""
 
-    def __init__(self, path: str | Path, *, create: bool = True, durable: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, durable: bool = True, clean_up: bool = True) -> None:
+        """Open (or, with `create`, make) the workspace at `path`; refuses a store whose manifest is damaged.
+
+        With `clean_up` (default), temp files of writers that died are removed on the way; ``check`` opens with
+        ``clean_up=False`` so that its report comes before any removal.
+        """
         self.path = Path(path)
         self.db_path = self.path / MANIFEST_NAME
         self.manifest = Manifest(self.db_path)
         self.store = ImageStore(self.path, durable=durable)
+        self.thumbnails = Thumbnails(self.path)  # gallery previews of A (derived, in W/cache)
         if self.path.exists() and not self.path.is_dir():
             raise WorkspaceError(f"workspace '{self.path}' is a file; pass a folder (it is created if missing).")
         self._refuse_damaged_manifest()
@@ -98,7 +105,8 @@ class Workspace:
             self.path.mkdir(parents=True, exist_ok=True)
         self.store.path.mkdir(exist_ok=True)
         self._open_schema()
-        self.store.remove_dead_temp_files()
+        if clean_up:
+            self.store.remove_dead_temp_files()
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
@@ -258,28 +266,39 @@ class Workspace:
         With `fix`, after the report is made: temp files of dead writers and orphans are removed (never when the
         manifest fails its integrity check: a damaged manifest cannot say which files are orphans).
         """
+        from .export import dead_export_temps
+
         started = time.perf_counter()
-        report = CheckReport(integrity_errors=self.manifest.integrity_errors())
+        try:
+            report = CheckReport(integrity_errors=self.manifest.integrity_errors())
+        except sqlite3.DatabaseError as exc:  # damaged so badly that the check itself stops
+            report = CheckReport(integrity_errors=[f"the integrity check stopped: {exc}"])
         files = {p.relative_to(self.path).as_posix() for p in self.store.iter_files()}
-        temps = list(self.store.iter_files(temp=True))
-        with self.manifest.session() as db:
-            db.conn.execute("BEGIN")  # one snapshot for every read
-            referenced = self.manifest.referenced_paths(db)
-            live = {r[0] for r in db.execute("SELECT path, pid FROM pending_files") if pid_alive(r[1])}
-            db.conn.execute("COMMIT")
+        temps = dead_temp_files(self.store.iter_files(temp=True))
+        try:
+            with self.manifest.session() as db:
+                db.conn.execute("BEGIN")  # one snapshot for every read
+                referenced = self.manifest.referenced_paths(db)
+                live = {r[0] for r in db.execute("SELECT path, pid FROM pending_files") if pid_alive(r[1])}
+                db.conn.execute("COMMIT")
+            temps += dead_export_temps(self)
+        except sqlite3.DatabaseError as exc:  # the store cannot be compared with rows that cannot be read
+            report.integrity_errors.append(f"reading the rows failed: {exc}")
+            referenced, live = set(), set()
         report.referenced, report.files = len(referenced), len(files)
-        report.orphans = sorted(files - referenced - live)
-        report.missing = sorted(referenced - files)
-        report.temp_files = sum(1 for p in temps if not _alive_writer(p))
-        if fix and not report.integrity_errors:
-            report.removed += self.store.remove_dead_temp_files()
+        if not report.integrity_errors:  # a damaged manifest cannot say which files are orphans
+            report.orphans = sorted(files - referenced - live)
+            report.missing = sorted(referenced - files)
+        report.temp_files = len(temps)
+        if fix and not report.integrity_errors:  # after the report: what it found, nothing else
+            for path in temps:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    report.removed += 1
             for rel in report.orphans:
                 with contextlib.suppress(FileNotFoundError):
                     self.store.abspath(rel).unlink()
                     report.removed += 1
-            from .export import remove_dead_export_temps
-
-            report.removed += remove_dead_export_temps(self)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -382,8 +401,3 @@ class Workspace:
 def _upload_name(pixels_key: str) -> str:
     """The source name of an app record that came without one."""
     return f"upload:{pixels_key[:16]}"
-
-
-def _alive_writer(path: Path) -> bool:
-    pid = writer_pid(path.name)
-    return pid is not None and pid > 0 and pid_alive(pid)
