@@ -8,7 +8,8 @@ DIFFUSEMIX_STEPS, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT. A Space is detected fr
 folder paths are disabled and only uploaded zips can be augmented in bulk.
 
 Named API endpoints (see the README): /augment, /remix, /all_prompts, /approve, /reject, /save_prompts,
-/get_prompts, /run_dataset, /cancel_run, /curate, /export, /list_exports.
+/get_prompts, /prompt_report, /run_dataset, /cancel_run, /curate (and the Curate tab's /view, /next_page,
+/toggle_selection, /plan_…, /confirm_…, /threshold, /auto_review_… of the README's table), /export, /list_exports.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from typing import Any, Callable
 import gradio as gr
 from gradio.utils import get_upload_folder
 import numpy as np
+import pandas as pd
 
+from diffusemix_core import curation, scores
 from diffusemix_core.engine import STAGE_NAMES as STAGES, AugmentationRecord, DiffuseMix, Mixer
 from diffusemix_core.errors import DiffuseMixError
 from diffusemix_core.fractals import FractalLibrary
@@ -46,6 +49,7 @@ from diffusemix_core.interactive import (
     load_interactive,
 )
 from diffusemix_core.manifest import STATUSES
+from diffusemix_core.safe_files import links_outside
 from diffusemix_core.uploads import Uploads, parse_size
 from diffusemix_core.workspace import Workspace
 
@@ -73,10 +77,17 @@ STAGE_LABELS = {
     "final": "A · final",
 }
 MODEL_QUEUE = "model"  # one queue for every handler that runs the diffusion model
-GALLERY_LIMIT = 300
+MASK_WORDS = {"left": "left half", "right": "right half", "top": "top half", "bottom": "bottom half",
+              "box": "centre box"}
+CURATE_PER_PAGE = 40  # tiles per Curate page (8 rows of 5): only the page's rows are read
 CSS = """
 #test-model-banner {border-left: 4px solid #d97706; padding-left: 0.6em;}
 footer {display: none !important;}
+#curate-gallery .thumbnail-item img {object-position: top;}
+.hint {font-size: 0.85em; opacity: 0.8;}
+#curate-gallery .caption-label {white-space: normal; max-width: none; left: 0; right: 0; bottom: 0;
+  font-size: 11px; line-height: 1.25; border-radius: 0;}
+#bulk-confirm, #h-confirm, #auto-confirm {border-left: 4px solid #dc2626; padding-left: 0.6em; align-items: center;}
 """
 
 
@@ -205,6 +216,24 @@ def error_to_gradio(fn: Callable) -> Callable:
     return wrapper
 
 
+def show_errors(fn: Callable, at: int, outputs: int, *, clears: bool = False) -> Callable:
+    """Like error_to_gradio, but the reason stays readable where it happened: it goes to output `at` (of
+    `outputs`; a message next to the button) and the other outputs keep what they show (no 'Error' on them).
+    With `clears`, `fn` does not return the message (the last output): success empties it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            out = fn(*args, **kwargs)
+            return (*(out if isinstance(out, tuple) else (out,)), "") if clears else out
+        except (DiffuseMixError, gr.Error) as exc:
+            out = [gr.skip()] * outputs
+            out[at] = "❌ " + scrub_paths(str(exc.message if isinstance(exc, gr.Error) else exc))
+            return out[0] if outputs == 1 else tuple(out)
+
+    return wrapper
+
+
 @gpu_task
 def generate_record(engine: DiffuseMix, image: np.ndarray, **choices) -> AugmentationRecord:
     """The GPU-bound step of Generate (decorated with spaces.GPU on ZeroGPU)."""
@@ -269,6 +298,7 @@ class Studio:
         # over a network (--share, --host, a Space) zlib's fastest level saves bandwidth instead.
         self.files = StageFiles(Path(get_upload_folder()) / "diffusemix-stages" / uuid.uuid4().hex[:12],
                                 compress_level=0 if config.local else 1, max_bytes=config.stage_cache_bytes)
+        self.previews = self.files.root / "previews"  # served copies of the workspace's previews (never served)
         self._cancel: dict[str, threading.Event] = {}
         self._cancel_lock = threading.Lock()
 
@@ -365,6 +395,20 @@ class Studio:
         items = [(self.files.path(f"{rid}/generated", r.generated), r.prompt) for rid, r in zip(ids, records)]
         return items, ids
 
+    @staticmethod
+    def drawn(choices: dict | None):
+        """What A is made of, in words under the stages, and in each dropdown's note (its value, often "random",
+        is left as it is)."""
+        if not choices:
+            return "", *(gr.Dropdown(info=None) for _ in range(3))
+        kept = MASK_WORDS.get(choices.get("mask"), choices.get("mask"))
+        text = (f"**A** = prompt **{choices.get('prompt')}** · mask **{choices.get('mask')}** ({kept} of I kept) · "
+                f"fractal **{choices.get('fractal')}** · λ **{float(choices.get('lam', 0)):.2f}** · "
+                f"seed {choices.get('seed')}")
+        return (text, gr.Dropdown(info=f"this A: {choices.get('prompt')}"),
+                gr.Dropdown(info=f"this A: {choices.get('mask')} ({kept} kept)"),
+                gr.Dropdown(info=f"this A: {choices.get('fractal')}"))
+
     def pick_from_grid(self, ids: list[str], evt: gr.SelectData):
         result_id = ids[evt.index]
         return (*self.view(result_id, self.record(result_id)), result_id)
@@ -383,8 +427,8 @@ class Studio:
             aug_id = int(result_id[3:])
             stored = self.workspace.manifest.get_augmentation(aug_id)
             if (record.mask_kind, record.fractal_id, record.lam) == (stored["mask"], stored["fractal"], stored["lam"]):
-                self.workspace.review(status, ids=[aug_id], origin="app")
-                return f"Marked #{aug_id} {status}."
+                decision = self.workspace.review(status, ids=[aug_id], origin="app")
+                return f"Marked #{aug_id} {status} (decision #{decision.batch_id})."
             new_id = self.workspace.save_record(record, status=status, origin="app", remixed_from=aug_id)
             return f"Saved as #{new_id} ({status}), re-mixed from #{aug_id}."
         record = dataclasses.replace(record, label=(label or "").strip() or None)
@@ -493,12 +537,17 @@ class Studio:
             raise gr.Error("Typed server folders are off: this app is reachable from other machines; upload a zip "
                            "of class folders (or start it with --data-root DIR to allow folders inside DIR).")
         path = Path(text).expanduser().resolve()  # links resolved before the check
-        root = self.config.data_root
+        root = self.config.data_root.resolve() if self.config.data_root is not None else None
         if root is not None and path != root and root not in path.parents:
             raise gr.Error(f"Folder '{text}' is outside the data root this app was started with; give a folder "
                            "inside it.")
         if not path.is_dir():
             raise gr.Error(f"Folder '{text}' does not exist; give a folder holding one sub-folder per class.")
+        escaping = links_outside(path, root) if root is not None else []
+        if escaping:
+            raise gr.Error(f"Folder '{text}' holds {len(escaping)} link(s) to files or folders outside the data root "
+                           f"(such as '{escaping[0].relative_to(path)}'); remove them or copy what they point to "
+                           "into the data root.")
         return path
 
     def run_dataset(self, train_dir, per_image, seed, lam, steps, resolution, batch_size, all_prompts,
@@ -537,43 +586,124 @@ class Studio:
         return "Cancelling after the current batch…"
 
     # -- Curate ---------------------------------------------------------------------------------------------
-    def curate(self, label, prompt, status, order):
-        """The gallery for a filter: (items, ids shown, summary line)."""
-        rows = self.workspace.manifest.list_augmentations(
-            label=None if label in (None, "", "all") else label,
-            prompt=None if prompt in (None, "", "all") else prompt,
-            status=None if status in (None, "", "all") else status,
-            order="drift" if order == "drift (worst first)" else "id",
-        )
-        shown = rows[:GALLERY_LIMIT]
-        items = [(self.final_path(row), caption(row)) for row in shown]
-        more = f" (showing the first {GALLERY_LIMIT})" if len(rows) > GALLERY_LIMIT else ""
-        return items, [int(row["id"]) for row in shown], f"{len(rows)} augmentations match{more}."
+    # Viewing and selecting are separate acts: a click on a tile (or a table row) shows it; the selection changes
+    # only through Select / Select page / Clear, is cleared by a new filter and after a bulk decision, and a bulk
+    # decision is counted first and made only when confirmed (curation.BulkPlan).
+    def curate(self, label="all", prompt="all", status="pending", flags="all", sort="newest", min_label_prob=0.0,
+               max_label_prob=1.0, min_drift=0.0, max_drift=1.0):
+        """A new filter: its first page (gallery with scores in the captions, page line, table, selection line)."""
+        query = curation.CurationQuery.from_form(label, prompt, status, flags, sort, min_label_prob, max_label_prob,
+                                                 min_drift, max_drift)
+        hidden = gr.Row(visible=False)  # a counted decision of the old filter is dropped, unconfirmed
+        return (*self.show_page(query, 0, curation.Selection()), query, curation.Selection(), None, hidden,
+                None, hidden, None, hidden)
 
-    def final_path(self, row: dict) -> str:
-        """A of a workspace row as a PNG file for the gallery (composed from I, Î and F once, then cached)."""
-        return self.files.path(f"ws-final/{row['id']}/{row['mask']}/{row['fractal']}/{row['lam']!r}",
-                               self.workspace.final_image(row))
+    def show_page(self, query, number: int, selection) -> tuple:
+        """(gallery, page line, table, selection line, page number, ids shown) of page `number` of `query`."""
+        page = curation.page(self.workspace, query or curation.CurationQuery(), number, CURATE_PER_PAGE)
+        marks = [aug_id in selection for aug_id in page.ids]
+        items = list(zip(curation.served_copies(page.thumbnails, self.previews, marks), page.captions(selection)))
+        return (items, page.describe(),
+                pd.DataFrame(page.table(selection), columns=curation.TABLE_COLUMNS), selection.describe(),
+                page.number, page.ids)
+
+    def turn_page(self, query, number, delta: int, selection):
+        return self.show_page(query, max(0, int(number or 0) + delta), selection or curation.Selection())
+
+    def curate_view(self, aug_id, selection=None):
+        """One augmentation: its six stages, what it is made of, every score of A and Î, its decision history."""
+        if aug_id in (None, ""):
+            raise gr.Error("Click an augmentation in the gallery or the table first.")
+        aug_id = int(aug_id)
+        detail = curation.detail(self.workspace, aug_id)
+        stages = self.view(f"ws-{aug_id}", self.workspace_record(aug_id))[:6]
+        mark = " **✓ selected**" if selection is not None and aug_id in selection else ""
+        return (*stages, detail.summary() + mark,
+                pd.DataFrame(detail.score_rows(), columns=curation.DETAIL_COLUMNS),
+                pd.DataFrame(detail.history_rows(), columns=curation.HISTORY_COLUMNS), gr.skip(), aug_id)
+
+    def change_selection(self, how: str, query, number, selection, ids, viewed):
+        """Select / unselect the viewed item, select the page, or clear; the page is shown again with its marks."""
+        selection = selection or curation.Selection()
+        if how == "toggle":
+            if viewed in (None, ""):
+                raise gr.Error("View an augmentation first (click it), then Select it.")
+            selection = selection.toggle(int(viewed))
+        elif how == "page":
+            selection = selection.add(*(ids or []))
+        else:
+            selection = selection.clear()
+        return (*self.show_page(query, number, selection), selection)
+
+    def plan_bulk(self, status: str, which: str, query, selection):
+        """Count what a bulk decision would change and ask to confirm (plan, question, its row, message)."""
+        query = query or curation.CurationQuery()
+        plan = (curation.plan_selected(self.workspace, query, selection or curation.Selection(), status)
+                if which == "selected" else curation.plan_matching(self.workspace, query, status))
+        return self.ask(plan)
+
+    @staticmethod
+    def ask(plan):
+        """(plan, question, confirm row, message) of a counted decision; nothing to confirm when it is empty."""
+        if not plan.count:
+            left_out = f" ({plan.left_out} selected no longer match the filter)" if plan.left_out else ""
+            return None, "", gr.Row(visible=False), f"Nothing to change: no augmentation {plan.what}{left_out}."
+        return plan, plan.question(), gr.Row(visible=True), ""
+
+    def confirm(self, plan):
+        """Make the counted decision: the message stays until the next action; the selection is cleared."""
+        if plan is None:
+            raise gr.Error("Nothing to confirm: choose an action first.")
+        decision = plan.apply(self.workspace)
+        return plan.outcome(decision), None, gr.Row(visible=False), curation.Selection()
+
+    def cancel(self):
+        return "Cancelled: nothing changed.", None, gr.Row(visible=False)
+
+    def review_this(self, status: str, aug_id):
+        """Approve / reject the viewed augmentation (one item: no confirmation; Undo does not revert single items)."""
+        if aug_id in (None, ""):
+            raise gr.Error("View an augmentation first (click it in the gallery).")
+        self.workspace.review(status, ids=[int(aug_id)], origin="app")
+        return f"Marked #{int(aug_id)} {status}."
+
+    def threshold(self, query, score: str, threshold):
+        """The distribution of a score over what the filter shows, and how many are past the threshold."""
+        hist = curation.histogram(self.workspace, query or curation.CurationQuery(), score, bins=20,
+                                  threshold=float(threshold))
+        plot = gr.BarPlot(value=pd.DataFrame(hist.rows(), columns=["bin", "count", "side"]),
+                          x_title=curation.SCORES[score].title)
+        return plot, hist.describe(), gr.Button(hist.action(), interactive=hist.past_count > 0)
+
+    def plan_threshold(self, query, score: str, threshold):
+        """Count the items past the threshold and ask to confirm rejecting them."""
+        return self.ask(curation.plan_threshold(self.workspace, query or curation.CurationQuery(), score,
+                                                float(threshold)))
+
+    def auto_dry_run(self, query, use_min_label_prob, min_label_prob, use_max_drift, max_drift, reject_flagged):
+        """What the ticked review --auto rules would reject among the pending items of the label and prompt
+        filtered; nothing changes until Apply."""
+        query = query or curation.CurationQuery()
+        rules = scores.AutoRules(min_label_prob=float(min_label_prob) if use_min_label_prob else None,
+                                 max_drift=float(max_drift) if use_max_drift else None,
+                                 reject_flagged=bool(reject_flagged))
+        plan = scores.auto_review_plan(self.workspace, rules, label=query.label, prompt=query.prompt)
+        text, rows = curation.auto_review_rows(plan)
+        table = pd.DataFrame(rows, columns=["by", "name", "would reject"])
+        return text, table, (plan if plan.reject else None), gr.Row(visible=bool(plan.reject))
+
+    def auto_apply(self, plan):
+        """Reject what the dry run counted, as one decision of origin 'auto' (Undo reverts it)."""
+        if plan is None:
+            raise gr.Error("Run the dry run first.")
+        decision = scores.apply_auto_review(self.workspace, plan)
+        changed = 0 if decision is None else decision.changed
+        return (f"✅ Auto review rejected {changed:,} augmentation(s) (origin 'auto'; the Undo button reverts it).",
+                None, gr.Row(visible=False), curation.Selection())
 
     def filter_choices(self):
-        rows = self.workspace.manifest.list_augmentations()
-        labels = sorted({str(r["label"]) for r in rows if r.get("label") is not None})
-        prompts = sorted({str(r["prompt"]) for r in rows if r.get("prompt") is not None})
-        return gr.Dropdown(choices=["all"] + labels), gr.Dropdown(choices=["all"] + prompts)
-
-    def curate_select(self, ids: list[int], selected: list[int], evt: gr.SelectData):
-        aug_id = ids[evt.index]
-        record = self.workspace_record(aug_id)
-        selected = sorted(set(selected or []) ^ {aug_id})
-        return (*self.view(f"ws-{aug_id}", record), aug_id, selected, ", ".join(map(str, selected)))
-
-    def review(self, status: str, which: str, current: int | None, selected: list[int] | None, ids: list[int] | None):
-        """Set the status of the shown one, the selected ones, or all that the filter shows."""
-        target = {"this": [current] if current else [], "selected": list(selected or []), "shown": list(ids or [])}[which]
-        if not target:
-            raise gr.Error("Nothing to review: select an augmentation in the gallery first.")
-        decision = self.workspace.review(status, ids=target, origin="app")
-        return f"Marked {decision.matched} augmentation(s) {status} ({decision.changed} changed)."
+        labels, prompts = curation.filter_choices(self.workspace)
+        return gr.Dropdown(choices=["all", *labels]), gr.Dropdown(choices=["all", *prompts])
 
     def undo_review(self):
         """Revert the last bulk decision (items decided again since are left as they are)."""
@@ -586,6 +716,19 @@ class Studio:
                 f"{batch['created_at'][:19].replace('T', ' ')}): {decision.changed} restored"
                 + (f", {kept} decided again since and left as they are." if kept else "."))
 
+    # -- Prompt report ----------------------------------------------------------------------------------------
+    def prompt_report(self, by_class=False, metric="mean_label_prob", label="all"):
+        """The prompt report as a table and a bar plot of one metric per prompt (all classes or one)."""
+        view = curation.report_view(self.workspace, by_class=bool(by_class), metric=metric, label=label)
+        title = curation.REPORT_METRICS[metric] + ("" if label in (None, "", "all") else f" · class {label}")
+        if view.untrained:
+            title += " · untrained scorer"
+        plot = gr.BarPlot(value=pd.DataFrame(view.bars, columns=["prompt", "value", "label"]), title=title,
+                          y_title=curation.REPORT_METRICS[metric])
+        labels, _ = curation.filter_choices(self.workspace)
+        return (pd.DataFrame(view.rows, columns=view.headers), plot, view.note,
+                gr.Dropdown(choices=["all", *labels]))
+
     # -- Export ---------------------------------------------------------------------------------------------
     def export(self, status="approved", include_originals=False):
         """Export the augmentations with this status as one zip (ImageFolder + metadata.csv + manifest.sqlite)."""
@@ -595,12 +738,6 @@ class Studio:
         noun = "augmentation" if result.count == 1 else "augmentations"
         return str(result.zip_path), f"Exported {result.count} {noun} to {result.zip_path.name}."
 
-
-
-def caption(row: dict) -> str:
-    drift = row.get("drift")
-    drift_text = f" · drift {drift:.2f}" if isinstance(drift, (int, float)) else ""
-    return f"#{row['id']} {row.get('label', '')} · {row.get('prompt', '')} · {row.get('status', '')}{drift_text}"
 
 
 def describe_upload(dataset) -> str:
@@ -633,23 +770,25 @@ def build_app(config: AppConfig) -> gr.Blocks:
         with gr.Tab("Explore", id="explore"):
             if config.is_test_model:
                 gr.Markdown(
-                    f"⚠️ **Untrained test model** (`{config.model}`): {UNTRAINED_NOTE}; start with "
+                    f"⚠️ `{config.model}` is an **{UNTRAINED_NOTE}**; start with "
                     "`--model timbrooks/instruct-pix2pix` for real results.",
                     elem_id="test-model-banner",
                 )
             with gr.Row():
                 with gr.Column(scale=1, min_width=260):
+                    # image_mode=None: the upload's path as it came; Gradio would otherwise decode and convert any
+                    # non-RGB image (a 62 MP grayscale PNG included) before the pixel limit is checked
                     image_in = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=220,
-                                        elem_id="input-image")
+                                        elem_id="input-image", image_mode=None)
                     gr.Examples([[str(p)] for p in EXAMPLES if p.exists()], inputs=[image_in], label="Examples")
                 with gr.Column(scale=1, min_width=260):
                     prompt_dd = gr.Dropdown(
                         [RANDOM] + studio.workspace.manifest.get_prompt_library().enabled(), value=RANDOM, label="Prompt"
                     )
-                    mask_dd = gr.Dropdown(mask_choices, value=RANDOM, label="Mask (half of I kept)")
+                    mask_dd = gr.Dropdown(mask_choices, value=RANDOM, label="Mask (the part of I kept)")
                     fractal_dd = gr.Dropdown(fractal_choices, value=RANDOM, label="Fractal")
                     fractal_up = gr.Image(label="…or upload a fractal", type="filepath", height=90,
-                                          sources=["upload"])
+                                          sources=["upload"], image_mode=None)
                 with gr.Column(scale=1, min_width=260):
                     lam = gr.Slider(0.0, 1.0, value=0.2, step=0.01, label="λ (fractal blend)", elem_id="lam")
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
@@ -657,6 +796,8 @@ def build_app(config: AppConfig) -> gr.Blocks:
                     with gr.Row():
                         generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                         all_btn = gr.Button("All prompts")
+                    explore_msg = gr.Markdown(elem_id="explore-msg")  # Generate's, All prompts' and re-mix's errors
+                    api_only = gr.Button(visible=False)  # the named endpoints /augment, /remix, /all_prompts
                     with gr.Row():
                         approve_btn = gr.Button("Approve", elem_id="approve")
                         reject_btn = gr.Button("Reject", variant="stop", elem_id="reject")
@@ -669,6 +810,7 @@ def build_app(config: AppConfig) -> gr.Blocks:
                              elem_classes=["stage"], elem_id=f"stage-{name}", buttons=["download", "fullscreen"])
                     for name in STAGES
                 ]
+            drawn_md = gr.Markdown(elem_id="drawn")  # what A is made of, drawn or chosen: under the stages
             with gr.Row():
                 with gr.Column(scale=2):
                     grid = gr.Gallery(label="All prompts (Î per prompt; click one to open it)", columns=5,
@@ -677,24 +819,44 @@ def build_app(config: AppConfig) -> gr.Blocks:
                     choices_json = gr.JSON(label="Choices", elem_id="choices", height=300)
             grid_ids = gr.State([])
 
-        with gr.Tab("Prompt library", id="prompts"):
-            gr.Markdown("Edit prompts in the table (tick *enabled*), then **Save**. Used by every later run.")
-            table = gr.Dataframe(headers=["prompt", "enabled"], datatype=["str", "bool"], interactive=True,
-                                 label="Prompts")
-            template = gr.Textbox(label="Template (exactly one {prompt})")
+        with gr.Tab("Prompt library", id="prompts") as prompts_tab:
             with gr.Row():
-                save_p = gr.Button("Save", variant="primary")
-                new_prompt = gr.Textbox(placeholder="new prompt, e.g. foggy morning", show_label=False, scale=2)
-                add_p = gr.Button("Add")
-                del_p = gr.Button("Delete selected row")
-                reset_p = gr.Button("Reset to the paper's nine")
-            with gr.Row():
-                import_f = gr.File(label="Import JSON/TOML", file_types=[".json", ".toml"], height=140)
-                with gr.Column():
-                    fmt = gr.Radio(["JSON", "TOML"], value="JSON", label="Download format")
-                    download_p = gr.Button("Download library")
-                    download_f = gr.File(label="Library file", interactive=False, height=100)
-            prompt_msg = gr.Markdown()
+                with gr.Column(scale=1):
+                    gr.Markdown("Edit prompts in the table (tick *enabled*), then **Save**. Used by every later run.")
+                    table = gr.Dataframe(headers=["prompt", "enabled"], datatype=["str", "bool"], interactive=True,
+                                         label="Prompts")
+                    template = gr.Textbox(label="Template (exactly one {prompt})")
+                    with gr.Row():
+                        save_p = gr.Button("Save", variant="primary", elem_id="save-prompts")
+                        reset_p = gr.Button("Reset to the paper's nine")
+                    with gr.Row():
+                        new_prompt = gr.Textbox(placeholder="new prompt, e.g. foggy morning", show_label=False,
+                                                scale=2)
+                        add_p = gr.Button("Add")
+                        del_p = gr.Button("Delete selected row")
+                    prompt_msg = gr.Markdown(elem_id="prompt-msg")  # next to the buttons that cause it
+                    with gr.Accordion("Import or download the library (JSON or TOML, the prompts/ format)",
+                                      open=False):
+                        with gr.Row():
+                            import_f = gr.File(label="Import JSON/TOML", file_types=[".json", ".toml"], height=140)
+                            with gr.Column():
+                                fmt = gr.Radio(["JSON", "TOML"], value="JSON", label="Download format")
+                                download_p = gr.Button("Download library")
+                                download_f = gr.File(label="Library file", interactive=False, height=100)
+                with gr.Column(scale=1):
+                    gr.Markdown("### Which prompts work on your data\nPer prompt, from the workspace's scores "
+                                "(`report` on the command line): disable the prompts that lose the class.")
+                    with gr.Row():
+                        r_metric = gr.Dropdown([(words, key) for key, words in curation.REPORT_METRICS.items()],
+                                               value="mean_label_prob", label="Plot", elem_id="report-metric")
+                        r_label = gr.Dropdown(["all"], value="all", label="Class (plot)", elem_id="report-label")
+                    with gr.Row():
+                        r_by_class = gr.Checkbox(label="Table per prompt and class", elem_id="report-by-class")
+                        r_refresh = gr.Button("Refresh report", size="sm")
+                    r_note = gr.Markdown(elem_id="report-note")
+                    r_plot = gr.BarPlot(x="prompt", y="value", sort="y", y_lim=[0, 1], x_label_angle=-30,
+                                        height=320, show_label=False, elem_id="report-plot")
+            r_table = gr.Dataframe(label="Prompt report", interactive=False, elem_id="report-table")
             selected_row = gr.State(None)
 
         with gr.Tab("Dataset", id="dataset"):
@@ -733,35 +895,126 @@ def build_app(config: AppConfig) -> gr.Blocks:
             run_json = gr.JSON(label="Run summary")
 
         with gr.Tab("Curate", id="curate"):
+            with gr.Row(equal_height=True):
+                f_label = gr.Dropdown(["all"], value="all", label="Label", allow_custom_value=True, elem_id="f-label")
+                f_prompt = gr.Dropdown(["all"], value="all", label="Prompt", allow_custom_value=True,
+                                       elem_id="f-prompt")
+                f_status = gr.Dropdown(["all", *STATUSES], value="pending", label="Status", elem_id="f-status")
+                f_flags = gr.Dropdown(list(curation.FLAG_FILTERS), value="all", label="Quality flags",
+                                      elem_id="f-flags")
+                f_sort = gr.Dropdown([(words, key) for key, (words, _) in curation.SORTS.items()], value="newest",
+                                     label="Sort", elem_id="f-sort")
+                refresh_btn = gr.Button("Refresh", scale=0, min_width=90)
             with gr.Row():
-                f_label = gr.Dropdown(["all"], value="all", label="Label", allow_custom_value=True)
-                f_prompt = gr.Dropdown(["all"], value="all", label="Prompt", allow_custom_value=True)
-                f_status = gr.Dropdown(["all", *STATUSES], value="pending", label="Status")
-                f_order = gr.Radio(["newest", "drift (worst first)"], value="drift (worst first)", label="Sort")
-                refresh_btn = gr.Button("Refresh")
-            curate_msg = gr.Markdown()
-            gallery = gr.Gallery(label="Augmentations (click: show + toggle selection)", columns=8, height=320,
-                                 allow_preview=False)
+                f_ranges = [
+                    gr.Slider(0, 1, value=0, step=0.01, label="label prob of A ≥", elem_id="f-min-p"),
+                    gr.Slider(0, 1, value=1, step=0.01, label="label prob of A ≤", elem_id="f-max-p"),
+                    gr.Slider(0, 1, value=0, step=0.01, label="drift ≥", elem_id="f-min-drift"),
+                    gr.Slider(0, 1, value=1, step=0.01, label="drift ≤", elem_id="f-max-drift"),
+                ]
             with gr.Row():
-                c_approve = gr.Button("Approve this")
-                c_reject = gr.Button("Reject this")
-                s_approve = gr.Button("Approve selected")
-                s_reject = gr.Button("Reject selected")
-                a_approve = gr.Button("Approve all shown")
-                a_reject = gr.Button("Reject all shown", variant="stop")
-                undo_btn = gr.Button("Undo last bulk decision", elem_id="undo-review")
-            selected_txt = gr.Textbox(label="Selected ids", interactive=False)
+                with gr.Column(scale=3):
+                    page_md = gr.Markdown(elem_id="curate-page")
+                    gr.Markdown("Click an augmentation to view it; selecting is separate (*Select / unselect*, "
+                                "*Select this page*). Selected ones have a green frame and ✓. Captions: id, status, "
+                                "p = label prob of A (* untrained scorer), drift, ⚑ flags, label, prompt.",
+                                elem_classes=["hint"])
+                    gallery = gr.Gallery(label="Augmentations", show_label=False, columns=5, height=640,
+                                         allow_preview=False, object_fit="contain", elem_id="curate-gallery")
+                    with gr.Row():
+                        prev_btn = gr.Button("◀ Previous page", size="sm", elem_id="prev-page")
+                        next_btn = gr.Button("Next page ▶", size="sm", elem_id="next-page")
+                        sel_page_btn = gr.Button("Select this page", size="sm", elem_id="select-page")
+                        clear_btn = gr.Button("Clear selection", size="sm", elem_id="clear-selection")
+                    selection_md = gr.Markdown("Nothing selected.", elem_id="curate-selection")
+                    with gr.Row():
+                        s_approve = gr.Button("Approve selected…", elem_id="approve-selected")
+                        s_reject = gr.Button("Reject selected…", elem_id="reject-selected")
+                        m_approve = gr.Button("Approve all matching…", elem_id="approve-matching")
+                        m_reject = gr.Button("Reject all matching…", variant="stop", elem_id="reject-matching")
+                        undo_btn = gr.Button("Undo last bulk decision", elem_id="undo-review")
+                    with gr.Row(visible=False, elem_id="bulk-confirm") as bulk_row:
+                        bulk_q = gr.Markdown(elem_id="bulk-question")
+                        bulk_yes = gr.Button("Confirm", variant="primary", scale=0, min_width=110,
+                                             elem_id="bulk-yes")
+                        bulk_no = gr.Button("Cancel", scale=0, min_width=90, elem_id="bulk-no")
+                    curate_msg = gr.Markdown(elem_id="curate-msg")
+                with gr.Column(scale=2):
+                    detail_md = gr.Markdown("Click an augmentation to view it.", elem_id="curate-detail")
+                    with gr.Row():
+                        view_id = gr.Number(label="View # (Enter)", precision=0, minimum=1, min_width=90,
+                                            elem_id="view-id")
+                        with gr.Column(scale=3):
+                            with gr.Row():
+                                c_select = gr.Button("Select / unselect", min_width=90, elem_id="toggle-select")
+                                c_approve = gr.Button("Approve this", min_width=90, elem_id="approve-this")
+                                c_reject = gr.Button("Reject this", min_width=90, elem_id="reject-this")
+                            item_msg = gr.Markdown(elem_id="item-msg")
+                    c_stages = []
+                    for names in (STAGES[:3], STAGES[3:]):
+                        with gr.Row():
+                            c_stages += [gr.Image(label=STAGE_LABELS[n], format="png", interactive=False, height=130,
+                                                  min_width=80, elem_classes=["stage"], elem_id=f"curate-{n}",
+                                                  buttons=["fullscreen"]) for n in names]
+                    c_scores = gr.Dataframe(headers=curation.DETAIL_COLUMNS, label="Scores", interactive=False,
+                                            elem_id="curate-scores")
+                    c_history = gr.Dataframe(headers=curation.HISTORY_COLUMNS, label="Decision history",
+                                             interactive=False, elem_id="curate-history")
             with gr.Row():
-                c_stages = [gr.Image(label=STAGE_LABELS[n], format="png", interactive=False, height=150,
-                                     elem_classes=["stage"]) for n in STAGES]
-            c_choices = gr.JSON(label="Choices")
-            shown_ids = gr.State([])
-            current_id = gr.State(None)
-            selected_ids = gr.State([])
+                with gr.Column():
+                    gr.Markdown("### Distribution of a score, and a threshold")
+                    with gr.Row():
+                        h_score = gr.Dropdown([(spec.title, key) for key, spec in curation.SCORES.items()],
+                                              value="label_prob", label="Score", elem_id="h-score")
+                        h_threshold = gr.Slider(0, 1, value=0.2, step=0.01, label="Threshold",
+                                                elem_id="h-threshold")
+                    h_plot = gr.BarPlot(x="bin", y="count", color="side", x_title="label prob of A", y_title="items",
+                                        color_map={"kept": "#94a3b8", "rejected": "#dc2626"}, x_label_angle=-45,
+                                        height=260, show_label=False, elem_id="h-plot")
+                    h_md = gr.Markdown(elem_id="h-count")
+                    h_reject = gr.Button("Reject the shown past the threshold…", variant="stop",
+                                         elem_id="h-reject")
+                    with gr.Row(visible=False, elem_id="h-confirm") as h_row:
+                        h_q = gr.Markdown(elem_id="h-question")
+                        h_yes = gr.Button("Confirm", variant="primary", scale=0, min_width=110, elem_id="h-yes")
+                        h_no = gr.Button("Cancel", scale=0, min_width=90, elem_id="h-no")
+                    h_msg = gr.Markdown(elem_id="h-msg")
+                with gr.Column():
+                    gr.Markdown("### Auto review (the rules of `review --auto`)\nOnly *pending* augmentations of "
+                                "the label and prompt filtered above are judged; what the ticked rules reject is "
+                                "recorded as one decision of origin `auto`.")
+                    with gr.Row(equal_height=True):
+                        a_use_p = gr.Checkbox(value=True, label="reject label prob of A below", elem_id="auto-use-p")
+                        a_min_p = gr.Number(value=0.2, minimum=0, maximum=1, step=0.01, show_label=False,
+                                            elem_id="auto-min-p")
+                    with gr.Row(equal_height=True):
+                        a_use_d = gr.Checkbox(label="reject drift above", elem_id="auto-use-drift")
+                        a_max_d = gr.Number(value=0.9, minimum=0, maximum=1, step=0.01, show_label=False,
+                                            elem_id="auto-max-drift")
+                    a_flagged = gr.Checkbox(label="reject flagged (a quality flag on A or Î)", elem_id="auto-flagged")
+                    a_dry = gr.Button("Dry run: count", elem_id="auto-dry-run")
+                    a_md = gr.Markdown(elem_id="auto-msg")
+                    a_table = gr.Dataframe(headers=["by", "name", "would reject"], interactive=False,
+                                           max_height=260, elem_id="auto-table")
+                    with gr.Row(visible=False, elem_id="auto-confirm") as a_row:
+                        a_yes = gr.Button("Apply: reject these", variant="stop", elem_id="auto-apply")
+                        a_no = gr.Button("Cancel", elem_id="auto-cancel")
+            c_table = gr.Dataframe(headers=curation.TABLE_COLUMNS, label="This page as a table (click a row to "
+                                   "view it)", interactive=False, wrap=True, max_height=420, elem_id="curate-table")
+            query_st = gr.State(None)  # the filter shown (curation.CurationQuery)
+            page_st = gr.State(0)
+            ids_st = gr.State([])  # ids of the page shown, in order
+            sel_st = gr.State(curation.Selection())
+            bulk_st = gr.State(None)  # a counted, unconfirmed curation.BulkPlan
+            h_st = gr.State(None)
+            auto_st = gr.State(None)  # a dry run's scores.AutoPlan
+            viewed_st = gr.State(None)  # the id of the augmentation viewed
 
         with gr.Tab("Export", id="export"):
-            gr.Markdown("One zip: `<label>/<file>.png` (ImageFolder), `metadata.csv` (Hugging Face imagefolder), "
-                        "`manifest.sqlite`.")
+            gr.Markdown("One zip holding one folder named after the export (`<when>-<status>-<id>/`): "
+                        "`<label>/aug_<id>.png` (ImageFolder; `<label>/orig_<source>.png` with the originals), "
+                        "`metadata.csv` (Hugging Face imagefolder) and `manifest.sqlite`. Unzip it and point "
+                        "`ImageFolder` or `load_dataset(\"imagefolder\", data_dir=…)` at that folder.")
             with gr.Row():
                 e_status = gr.Dropdown(["approved", "pending", "rejected", "all"], value="approved", label="Status")
                 e_orig = gr.Checkbox(label="Include originals")
@@ -775,21 +1028,34 @@ def build_app(config: AppConfig) -> gr.Blocks:
         stage_outputs = [*stage_images, choices_json]
         set_id = dict(fn=lambda c: (c or {}).get("result_id", ""), inputs=choices_json, outputs=result_id,
                       api_visibility="private", queue=False)
+        augment_inputs = [image_in, prompt_dd, mask_dd, lam, seed, fractal_dd, fractal_up]
+        remix_inputs = [result_id, lam, mask_dd, fractal_dd, fractal_up]
+        all_inputs = [image_in, mask_dd, lam, seed]
+        # API callers get errors raised (the named endpoints hang on a hidden button); the buttons show an error in
+        # the message under Generate and leave the stages as they are
+        api_only.click(error_to_gradio(studio.augment), augment_inputs, stage_outputs, api_name="augment",
+                       **model_events)
+        api_only.click(error_to_gradio(studio.remix), remix_inputs, stage_outputs, api_name="remix",
+                       concurrency_limit=4)
+        api_only.click(error_to_gradio(studio.all_prompts), all_inputs, [grid, grid_ids], api_name="all_prompts",
+                       **model_events)
         generate_btn.click(
-            error_to_gradio(studio.augment), [image_in, prompt_dd, mask_dd, lam, seed, fractal_dd, fractal_up],
-            stage_outputs, api_name="augment", **model_events,
+            show_errors(studio.augment, 7, 8, clears=True), augment_inputs, [*stage_outputs, explore_msg],
+            api_visibility="private", **model_events,
         ).then(**set_id).then(studio.model.status, None, status_md, api_visibility="private", queue=False)
         gr.on(
             [lam.release, mask_dd.input, fractal_dd.input, fractal_up.change],
-            error_to_gradio(studio.remix), [result_id, lam, mask_dd, fractal_dd, fractal_up], stage_outputs,
-            api_name="remix", trigger_mode="always_last", concurrency_limit=4, show_progress="hidden",
+            show_errors(studio.remix, 7, 8, clears=True), remix_inputs, [*stage_outputs, explore_msg],
+            api_visibility="private", trigger_mode="always_last", concurrency_limit=4, show_progress="hidden",
         )
         all_btn.click(
-            error_to_gradio(studio.all_prompts), [image_in, mask_dd, lam, seed], [grid, grid_ids],
-            api_name="all_prompts", **model_events,
+            show_errors(studio.all_prompts, 2, 3, clears=True), all_inputs, [grid, grid_ids, explore_msg],
+            api_visibility="private", **model_events,
         ).then(studio.model.status, None, status_md, api_visibility="private", queue=False)
         grid.select(error_to_gradio(studio.pick_from_grid), grid_ids, [*stage_outputs, result_id],
                     api_visibility="private")
+        choices_json.change(studio.drawn, choices_json, [drawn_md, prompt_dd, mask_dd, fractal_dd],
+                            api_visibility="private", queue=False)  # after Generate, a re-mix, a grid pick
         explore_inputs = [result_id, lam, mask_dd, fractal_dd, fractal_up, label_in]
         approve_btn.click(error_to_gradio(studio.approve), explore_inputs, save_msg, api_name="approve",
                           concurrency_limit=8)
@@ -809,6 +1075,10 @@ def build_app(config: AppConfig) -> gr.Blocks:
         reset_p.click(error_to_gradio(studio.reset_prompts), None, prompt_outputs, api_name="reset_prompts")
         import_f.upload(error_to_gradio(studio.import_prompts), import_f, prompt_outputs, api_name="import_prompts")
         download_p.click(error_to_gradio(studio.download_prompts), fmt, download_f, api_name="download_prompts")
+        report_inputs, report_outputs = [r_by_class, r_metric, r_label], [r_table, r_plot, r_note, r_label]
+        gr.on([r_refresh.click, r_by_class.change, r_metric.change, r_label.change, prompts_tab.select],
+              show_errors(studio.prompt_report, 2, 4), report_inputs, report_outputs, api_name="prompt_report",
+              trigger_mode="always_last")
 
         # ---------------------------------------------------------------------------------- wiring: dataset
         uploads_outputs = [uploads_table, uploads_msg]
@@ -827,29 +1097,71 @@ def build_app(config: AppConfig) -> gr.Blocks:
         cancel_btn.click(studio.cancel_run, None, run_msg, api_name="cancel_run", queue=False)
 
         # ---------------------------------------------------------------------------------- wiring: curate
-        filters = [f_label, f_prompt, f_status, f_order]
-        curate_outputs = [gallery, shown_ids, curate_msg]
-        refresh = dict(fn=error_to_gradio(studio.curate), inputs=filters, outputs=curate_outputs,
-                       api_visibility="private")
-        gr.on([refresh_btn.click, f_label.change, f_prompt.change, f_status.change, f_order.change],
-              error_to_gradio(studio.curate), filters, curate_outputs, api_name="curate")
+        # A click views; Select / Select page / Clear change the selection; a new filter or a bulk decision clears
+        # it; bulk decisions are counted, then confirmed. Errors show in the message next to the button.
+        filters = [f_label, f_prompt, f_status, f_flags, f_sort, *f_ranges]
+        page_outputs = [gallery, page_md, c_table, selection_md, page_st, ids_st]
+        curate_outputs = [*page_outputs, query_st, sel_st, bulk_st, bulk_row, h_st, h_row, auto_st, a_row]
+        same_page = [query_st, page_st, sel_st]
+        hist_inputs, hist_outputs = [query_st, h_score, h_threshold], [h_plot, h_md, h_reject]
+        view_outputs = [*c_stages, detail_md, c_scores, c_history, item_msg, viewed_st]
+        verb = {"approved": "approve", "rejected": "reject"}
+        # the named events first: a private event of the same function would take the name
+        gr.on([h_score.change, h_threshold.release], show_errors(studio.threshold, 1, 3), hist_inputs,
+              hist_outputs, api_name="threshold", trigger_mode="always_last")
+        view_id.submit(show_errors(studio.curate_view, 9, 11), [view_id, sel_st], view_outputs, api_name="view")
+        again = dict(fn=show_errors(lambda query, number, selection: studio.turn_page(query, number, 0, selection),
+                                    1, 6), inputs=same_page, outputs=page_outputs, api_visibility="private")
+        show_hist = dict(fn=show_errors(studio.threshold, 1, 3), inputs=hist_inputs, outputs=hist_outputs,
+                         api_visibility="private")
+        view = dict(fn=show_errors(studio.curate_view, 9, 11), inputs=[view_id, sel_st], outputs=view_outputs,
+                    api_visibility="private")
+        curate = show_errors(studio.curate, 1, len(curate_outputs))
+        gr.on([refresh_btn.click, *(f.change for f in filters[:5]), *(f.release for f in f_ranges)], curate,
+              filters, curate_outputs, api_name="curate", trigger_mode="always_last").then(**show_hist)
         refresh_btn.click(studio.filter_choices, None, [f_label, f_prompt], api_visibility="private")
-        gallery.select(error_to_gradio(studio.curate_select), [shown_ids, selected_ids],
-                       [*c_stages, c_choices, current_id, selected_ids, selected_txt], api_visibility="private")
-        for button, status, which in (
-            (c_approve, "approved", "this"), (c_reject, "rejected", "this"),
-            (s_approve, "approved", "selected"), (s_reject, "rejected", "selected"),
-            (a_approve, "approved", "shown"), (a_reject, "rejected", "shown"),
-        ):
-            button.click(
-                error_to_gradio(lambda cur, sel, ids, s=status, w=which: studio.review(s, w, cur, sel, ids)),
-                [current_id, selected_ids, shown_ids], curate_msg, api_visibility="private", concurrency_limit=4,
-            ).then(**refresh)
-
-        undo_btn.click(error_to_gradio(studio.undo_review), None, curate_msg, api_name="undo_review").then(**refresh)
+        for button, delta, name in ((prev_btn, -1, "previous_page"), (next_btn, 1, "next_page")):
+            button.click(show_errors(lambda query, number, selection, d=delta: studio.turn_page(
+                query, number, d, selection), 1, 6), same_page, page_outputs, api_name=name)
+        gallery.select(_pick_id, ids_st, view_id, api_visibility="private", queue=False).then(**view)
+        # a page shown again keeps its ring on the item viewed, not on the position clicked before
+        gallery.change(_ring_on, [ids_st, viewed_st], gallery, api_visibility="private", queue=False,
+                       show_progress="hidden")
+        c_table.select(_cell_of_row(1), None, view_id, api_visibility="private", queue=False).then(**view)
+        for button, how, name in ((c_select, "toggle", "toggle_selection"), (sel_page_btn, "page", "select_page"),
+                                  (clear_btn, "clear", "clear_selection")):
+            change = show_errors(lambda query, number, selection, ids, viewed, h=how: studio.change_selection(
+                h, query, number, selection, ids, viewed), 1, 7)
+            event = button.click(change, [query_st, page_st, sel_st, ids_st, viewed_st], [*page_outputs, sel_st],
+                                 api_name=name)
+            if how == "toggle":
+                event.then(**view)  # the detail says whether it is selected
+        for button, status, which in ((s_approve, "approved", "selected"), (s_reject, "rejected", "selected"),
+                                      (m_approve, "approved", "matching"), (m_reject, "rejected", "matching")):
+            button.click(show_errors(lambda q, s, st=status, w=which: studio.plan_bulk(st, w, q, s), 3, 4),
+                         [query_st, sel_st], [bulk_st, bulk_q, bulk_row, curate_msg],
+                         api_name=f"plan_{verb[status]}_{which}")  # /plan_approve_selected, ...
+        bulk_yes.click(show_errors(studio.confirm, 0, 4), bulk_st, [curate_msg, bulk_st, bulk_row, sel_st],
+                       api_name="confirm_bulk", concurrency_limit=4).then(**again).then(**show_hist)
+        bulk_no.click(studio.cancel, None, [curate_msg, bulk_st, bulk_row], api_visibility="private")
+        for button, status in ((c_approve, "approved"), (c_reject, "rejected")):
+            button.click(show_errors(lambda viewed, st=status: studio.review_this(st, viewed), 0, 1), viewed_st,
+                         item_msg, api_name=f"{verb[status]}_this", concurrency_limit=4).then(**again).then(**view)
+        undo_btn.click(show_errors(studio.undo_review, 0, 1), None, curate_msg, api_name="undo_review"
+                       ).then(**again).then(**show_hist)
+        h_reject.click(show_errors(studio.plan_threshold, 3, 4), hist_inputs, [h_st, h_q, h_row, h_msg],
+                       api_name="plan_threshold")
+        h_yes.click(show_errors(studio.confirm, 0, 4), h_st, [h_msg, h_st, h_row, sel_st],
+                    api_name="confirm_threshold", concurrency_limit=4).then(**again).then(**show_hist)
+        h_no.click(studio.cancel, None, [h_msg, h_st, h_row], api_visibility="private")
+        a_dry.click(show_errors(studio.auto_dry_run, 0, 4), [query_st, a_use_p, a_min_p, a_use_d, a_max_d, a_flagged],
+                    [a_md, a_table, auto_st, a_row], api_name="auto_review_dry_run")
+        a_yes.click(show_errors(studio.auto_apply, 0, 4), auto_st, [a_md, auto_st, a_row, sel_st],
+                    api_name="auto_review_apply", concurrency_limit=4).then(**again).then(**show_hist)
+        a_no.click(studio.cancel, None, [a_md, auto_st, a_row], api_visibility="private")
 
         # ---------------------------------------------------------------------------------- wiring: export
-        export_btn.click(error_to_gradio(studio.export), [e_status, e_orig], [export_file, export_msg],
+        export_btn.click(show_errors(studio.export, 1, 2), [e_status, e_orig], [export_file, export_msg],
                          api_name="export").then(_exports_table(studio), None, exports_table, api_visibility="private")
 
         # ---------------------------------------------------------------------------------- on page load
@@ -858,7 +1170,8 @@ def build_app(config: AppConfig) -> gr.Blocks:
         demo.load(_exports_table(studio), None, exports_table, api_name="list_exports")
         demo.load(studio.filter_choices, None, [f_label, f_prompt], api_visibility="private")
         demo.load(studio.uploads_table, None, uploads_outputs, api_visibility="private")
-        demo.load(**refresh)
+        demo.load(curate, filters, curate_outputs, api_visibility="private").then(**show_hist)
+        demo.load(show_errors(studio.prompt_report, 2, 4), report_inputs, report_outputs, api_visibility="private")
 
     demo.queue(max_size=64, default_concurrency_limit=2)
     demo.studio = studio  # for tests and benchmarks
@@ -877,6 +1190,16 @@ def _cell_of_row(column: int) -> Callable:
 def _row_of(evt: gr.SelectData) -> int | None:
     index = evt.index
     return int(index[0]) if isinstance(index, (list, tuple)) else int(index)
+
+
+def _ring_on(ids: list[int], viewed: int | None):
+    """The gallery's highlight on the viewed item if the page shows it, else on none."""
+    return gr.Gallery(selected_index=ids.index(viewed) if ids and viewed in ids else None)
+
+
+def _pick_id(ids: list[int], evt: gr.SelectData):
+    """The augmentation id of the clicked tile (viewing it changes nothing else)."""
+    return ids[evt.index] if ids and 0 <= evt.index < len(ids) else gr.skip()
 
 
 EXPORT_COLUMNS = {"created_at": "when", "status_filter": "status", "count": "augmentations",
@@ -920,7 +1243,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     config = config_from_args(args)
-    demo = build_app(config)
+    try:
+        demo = build_app(config)
+    except DiffuseMixError as exc:  # e.g. a workspace whose manifest is gone: one sentence, as the CLI says it
+        if args.verbose:
+            raise
+        raise SystemExit(f"error: {exc}") from None
     demo.launch(**launch_kwargs(config, args))
 
 

@@ -227,9 +227,10 @@ def test_dataset_zip_run_and_curate(app, tmp_path):
     assert text.startswith("✅") and info["augmentations_added"] == 8 and info["images_failed"] == 0
     again = client.predict(train_dir, 2, 0, 0.2, 2, 64, 4, False, api_name="/run_dataset")[1]
     assert again["augmentations_added"] == 0  # resumed: nothing done twice
-    items, summary = client.predict("chiens é", "all", "all", "drift (worst first)", api_name="/curate")
+    items, summary, table, _ = client.predict("chiens é", "all", "all", "all", "drift", api_name="/curate")
     ids = [int(item["caption"].split()[0].lstrip("#")) for item in items]
-    assert len(ids) == 4 and all("chiens é" in item["caption"] for item in items) and summary.startswith("4 augmentations")
+    assert len(ids) == 4 and all("chiens é" in item["caption"] for item in items) and summary.startswith("Items 1–4 of 4")
+    assert [row[1] for row in table["data"]] == ids  # the table beside the grid lists the same page
     drifts = [demo.studio.workspace.manifest.get_augmentation(i)["drift"] for i in ids]
     assert drifts == sorted(drifts, reverse=True)
 
