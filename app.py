@@ -109,6 +109,7 @@ class AppConfig:
     max_pixels: int = DEFAULT_INTERACTIVE_PIXELS  # largest image Explore, /augment, /remix and Curate take
     data_root: Path | None = None  # typed dataset folders must be inside it (needed unless on loopback)
     upload_quota: int | None = 10 * 1000**3  # bytes the extracted uploaded datasets may take
+    ray_address: str | None = None  # Dataset runs go to this Ray cluster (--engine ray) when set
     result_cache_bytes: int = 512 * 1024**2  # recent results kept for re-mixing
     stage_cache_bytes: int = 1024**3  # stage PNGs on disk
 
@@ -161,6 +162,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-root", default=env("DIFFUSEMIX_DATA_ROOT"),
                         help="allow typed dataset folders inside this folder only (links resolved); without it, "
                              "typed folders work only when the app listens on loopback")
+    parser.add_argument("--ray-address", default=env("DIFFUSEMIX_RAY_ADDRESS"),
+                        help="run the Dataset tab's bulk runs on this Ray cluster (auto or HOST:PORT; this app must "
+                             "run on a node of it; see docs/cluster.md); default: in this process")
     parser.add_argument("--upload-quota", default=env("DIFFUSEMIX_UPLOAD_QUOTA", "10gb"),
                         help="disk space the extracted uploaded datasets may take, e.g. 2gb (default %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
@@ -182,6 +186,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         max_pixels=args.max_pixels,
         data_root=Path(args.data_root).expanduser().resolve() if args.data_root else None,
         upload_quota=parse_size(args.upload_quota),
+        ray_address=args.ray_address,
     )
 
 
@@ -555,16 +560,22 @@ class Studio:
         """Bulk augmentation of a class-folder dataset into the workspace; resumes when run again."""
         path = self.check_train_dir(train_dir)
         cancel = self.cancel_event(request, reset=True)
-        progress(0, desc=f"Loading model {self.config.model}…")
-        generator = self.model.generator(steps=int(steps), resolution=int(resolution))
 
         def report(p) -> None:
             progress((p.done, max(p.total, 1)), desc=f"Augmenting: {p.describe()}", unit="augmentations")
 
+        if self.config.ray_address:  # the cluster's workers load the model; this process plans and commits
+            progress(0, desc=f"Submitting to the Ray cluster at {self.config.ray_address}…")
+            where = dict(engine="ray", ray_address=self.config.ray_address,
+                         settings=self.model.settings(steps=int(steps), resolution=int(resolution)))
+        else:
+            progress(0, desc=f"Loading model {self.config.model}…")
+            generator = self.model.generator(steps=int(steps), resolution=int(resolution))
+            where = dict(settings=generator.settings, generator=generator)
         summary = run_dataset_job(
             self.workspace, path, per_image=int(per_image), prompts=self.workspace.manifest.get_prompt_library(),
-            fractals=self.fractals, lam=float(lam), settings=generator.settings, batch_size=int(batch_size),
-            seed=int(seed), all_prompts=bool(all_prompts), generator=generator, progress=report, cancel=cancel,
+            fractals=self.fractals, lam=float(lam), batch_size=int(batch_size), seed=int(seed),
+            all_prompts=bool(all_prompts), progress=report, cancel=cancel, scorer="auto", **where,
         )
         info = dataclasses.asdict(summary)
         head = "⏹ Cancelled: run again to resume." if summary.cancelled else "✅ Done."

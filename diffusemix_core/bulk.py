@@ -138,7 +138,7 @@ def run_augment(
     fractals: FractalLibrary | None = None,
     lam: float = 0.2,
     settings: GenerationSettings | None = None,
-    batch_size: int = 4,
+    batch_size: int | str = 4,
     seed: int = 0,
     all_prompts: bool = False,
     generator: Pix2PixGenerator | None = None,
@@ -176,7 +176,11 @@ def run_augment(
     from .generation import GenerationSettings, Pix2PixGenerator
 
     per_image = check_int("per_image", per_image, minimum=1)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
+    auto_batch = batch_size == "auto"
+    if auto_batch and engine == "ray":
+        raise BadArgumentError("--batch-size auto measures this machine's GPU; with --engine ray give a number "
+                               "that fits the workers' GPUs (e.g. what a local run with auto chose).")
+    batch_size = 1 if auto_batch else check_int("batch_size", batch_size, minimum=1)
     lam, seed = check_lam(lam), check_seed(seed)
     files = scan_train_dir(train_dir)
     if not files:
@@ -200,21 +204,21 @@ def run_augment(
         raise BadArgumentError(f"engine must be 'local' or 'ray', got {engine!r}.")
     if generator is None:
         generator = Pix2PixGenerator(settings or GenerationSettings())
+    if auto_batch:
+        batch_size = generator.auto_batch_size()  # loads the model; measured once per GPU, model, dtype and size
+        log.info("batch size %d (auto)", batch_size)
     settings_key = generator.settings.cache_key()
     jobs = job_keys(per_image, library.enabled() if all_prompts else None)
-    if ray_engine is not None and scorer is not None and scorer != "none":  # not a stage of bulk_ray (yet)
-        log.warning("the Ray engine does not run the scores stage: add the scores after the run with "
-                    "`python -m diffusemix_core score --workspace %s`", workspace.path)
-        scorer = None
     score = score_stage(workspace, scorer, labels=sorted({label for _, label in files}), class_map=class_map,
-                        generator_model=generator.settings.model, device=generator.settings.device)
+                        generator_model=generator.settings.model, device=generator.settings.device,
+                        load=ray_engine is None)  # on Ray the scorer loads in its actors, not in this driver
     args = {"per_image": per_image, "all_prompts": all_prompts, "seed": seed, "lam": lam, "feather": feather,
             "batch_size": batch_size, "settings": settings_key, "prompts": library.to_dict(),
             "fractals": getattr(mixer.fractals, "origin", "")}
     if ray_engine is not None:  # the cluster runs the stages; this process plans and commits (no CPU share)
         args["engine"] = ray_engine.describe()
         cpu_share = contextlib.nullcontext()
-        ray_stages = ray_engine.stages(mixer, generator.settings, batch_size=batch_size)
+        ray_stages = ray_engine.stages(mixer, generator.settings, batch_size=batch_size, score=score)
     else:
         cpu_share, ray_stages = _cpu_share(generator), contextlib.nullcontext()
     with workspace.run_lock(f"augment of {Path(train_dir).name}", on_wait=on_wait), cpu_share as share, \

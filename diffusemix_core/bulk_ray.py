@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -135,10 +136,13 @@ class RayEngine:
                 "gpus_per_worker": self.gpus_per_worker, "cpus_per_worker": self.cpus_per_worker}
 
     @contextlib.contextmanager
-    def stages(self, mixer: Mixer, settings: GenerationSettings, *, batch_size: int
+    def stages(self, mixer: Mixer, settings: GenerationSettings, *, batch_size: int, score=None
                ) -> Iterator[Callable[..., Iterator[Batch]]]:
-        """A function ``(planner, files, cancel, clock) -> batches`` like ``bulk._stages``; all stops on exit."""
-        run = _RayRun(self, mixer, settings, batch_size=batch_size)
+        """A function ``(planner, files, cancel, clock) -> batches`` like ``bulk._stages``; all stops on exit.
+
+        `score` (a ``scores.Score``) adds the scores stage after compose, as CPU actors of the cluster.
+        """
+        run = _RayRun(self, mixer, settings, batch_size=batch_size, score=score)
         try:
             yield run.batches
         finally:
@@ -212,8 +216,13 @@ def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
 class _RayRun:
     """One bulk run's Ray side: the feed queue, the dataset, and the threads that feed it and drain it."""
 
-    def __init__(self, engine: RayEngine, mixer: Mixer, settings: GenerationSettings, *, batch_size: int) -> None:
+    def __init__(self, engine: RayEngine, mixer: Mixer, settings: GenerationSettings, *, batch_size: int,
+                 score=None) -> None:
         self.engine, self.mixer, self.settings, self.batch_size = engine, mixer, settings, batch_size
+        # the scorer runs in the compose tasks, on the CPU: the GPUs belong to the generate workers, CLIP-B/32
+        # costs under 0.1% of a generation's FLOPs (bench/score.py), and a separate actor pool would hold CPUs the
+        # load and compose tasks need (it deadlocked a 2-CPU cluster)
+        self.score_settings = None if score is None else {**score.settings(), "device": "cpu", "dtype": "float32"}
         self.settings_key = settings.cache_key()
         self._results: queue.Queue = queue.Queue()  # ("batch", Batch) | ("fed", n) | ("done", None) | ("error", e)
         self._slots = threading.BoundedSemaphore(engine.max_in_flight)
@@ -336,7 +345,7 @@ class _RayRun:
 
     # the cluster's side ------------------------------------------------------------------------------------
     def _dataset(self, feed_queue):
-        """read → load → generate → compose, one row per planned batch (``{"index", "batch"}``)."""
+        """read → load → generate → compose (→ score), one row per planned batch (``{"index", "batch"}``)."""
         ray_data = self.engine.ray.data
         engine = self.engine
         dataset = ray_data.read_datasource(_PlannedBatches(feed_queue), override_num_blocks=1, num_cpus=0)
@@ -352,7 +361,8 @@ class _RayRun:
             compute=ray_data.ActorPoolStrategy(size=engine.workers),
             num_cpus=engine.cpus_per_worker, num_gpus=engine.gpus_per_worker or None)
         dataset = dataset.map_batches(_compose_table, fn_kwargs={"spec": _MixerSpec.of(self.mixer),
-                                                                 "settings": self.settings},
+                                                                 "settings": self.settings,
+                                                                 "score_settings": self.score_settings},
                                       batch_size=1, batch_format="pyarrow", num_cpus=1)
         context = dataset.context
         context.target_max_block_size = 1  # one row (one planned batch) per block: hand each on as soon as made
@@ -522,21 +532,40 @@ def _unpacked_fractals(spec: _MixerSpec) -> Path:
 
 
 _WORKER_COMPOSE: dict[tuple[str, Any], Compose] = {}  # per worker process: one Compose per run's spec and settings
+_WORKER_SCORE: dict[str, Any] = {}  # per worker process: the run's scores stage
 
 
-def _compose_table(table: pyarrow.Table, spec: _MixerSpec, settings: GenerationSettings) -> pyarrow.Table:
+def _compose_table(table: pyarrow.Table, spec: _MixerSpec, settings: GenerationSettings,
+                   score_settings: dict | None = None) -> pyarrow.Table:
     key = (spec.digest, settings)
     compose = _WORKER_COMPOSE.get(key)
     if compose is None:
         _WORKER_COMPOSE.clear()  # a worker serves one run at a time
         compose = _WORKER_COMPOSE[key] = Compose(spec.mixer(), settings)
 
+    score = None if score_settings is None else _worker_score(score_settings)
+
     def compose_batch(batch: Batch) -> Batch:
         for source in batch.sources:
             compose(source)
+        if score is not None:
+            batch = score(batch)  # needs Î and A: before _for_commit drops them
         return _for_commit(batch)
 
     return _map_table(table, compose_batch)
+
+
+def _worker_score(settings: dict):
+    """The scores stage of this worker process, built once (the scorer model loads on its first batch)."""
+    key = json.dumps(settings, sort_keys=True, default=str)
+    score = _WORKER_SCORE.get(key)
+    if score is None:
+        from .scores import Score
+
+        _WORKER_SCORE.clear()  # a worker serves one run at a time
+        kwargs = dict(settings)
+        score = _WORKER_SCORE[key] = Score(kwargs.pop("model"), **kwargs)
+    return score
 
 
 def _for_commit(batch: Batch) -> Batch:

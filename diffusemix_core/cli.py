@@ -47,6 +47,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", default=d.dtype, choices=["auto", "float32", "float16", "bfloat16"],
                    help="model precision (default auto: float16 on GPU, float32 on CPU)")
     g.add_argument("--revision", default=None, help="model revision (branch, tag or commit) for hub ids")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet (on a GPU: faster after the first batches of each size, which "
+                        "compile; not for ZeroGPU Spaces)")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -55,7 +58,7 @@ def settings_from_args(args: argparse.Namespace):
     return GenerationSettings(
         model=args.model, steps=args.steps, guidance_scale=args.guidance_scale,
         image_guidance_scale=args.image_guidance_scale, resolution=args.resolution,
-        device=args.device, dtype=args.dtype, revision=args.revision,
+        device=args.device, dtype=args.dtype, revision=args.revision, compile=args.compile,
     )
 
 

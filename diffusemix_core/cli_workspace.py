@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .cli_curation import add_scorer_arguments, print_run_scores
 from .random_models import UNTRAINED_NOTE, is_test_model
 from .cli import (
     EXIT_ERROR,
@@ -101,9 +102,10 @@ def _add_augment(subparsers) -> None:
     p.add_argument("--lam", type=float, default=0.2, help="fractal blend factor λ in [0, 1] (default 0.2)")
     p.add_argument("--feather", type=int, default=0,
                    help="pixels of linear ramp across the mask's seam (default 0; the authors' code uses 20)")
-    p.add_argument("--batch-size", type=_positive_int, default=4,
+    p.add_argument("--batch-size", type=_batch_size, default=4,
                    help="images per batch: decoded, generated, mixed and committed together; also the model's "
-                        "batch size (default 4)")
+                        "batch size (default 4); 'auto': the largest that fits in the GPU's free memory, measured "
+                        "once and cached (4 on a CPU)")
     p.add_argument("--seed", type=int, default=0,
                    help="run seed: every choice is drawn from (seed, image content, slot), so the same command "
                         "gives the same manifest (default 0)")
@@ -111,8 +113,12 @@ def _add_augment(subparsers) -> None:
     add_library_arguments(p)
     add_model_arguments(p)
     _add_engine_arguments(p)
-    from .cli_curation import add_scorer_arguments; add_scorer_arguments(p)  # noqa: E702
+    add_scorer_arguments(p)
     p.set_defaults(func=run_augment_command)
+
+
+def _batch_size(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
 
 
 def _non_negative_float(text: str) -> float:
@@ -197,7 +203,7 @@ def run_augment_command(args: argparse.Namespace) -> int:
     )
     for path, reason in summary.failures:
         print(f"  failed: {path}: {reason}")
-    from .cli_curation import print_run_scores; print_run_scores(summary, args)  # noqa: E702
+    print_run_scores(summary, args)
     if is_test_model(settings.model):
         print(f"note: {settings.model} is an {UNTRAINED_NOTE}.")
     if summary.cancelled:

@@ -85,12 +85,18 @@ class ModelHolder:
     def is_test_model(self) -> bool:
         return is_test_model(self.model)
 
+    def settings(self, *, steps: int | None = None, resolution: int | None = None):
+        """The GenerationSettings of this app's model with a tab's steps and resolution."""
+        from .generation import GenerationSettings
+
+        return GenerationSettings(model=self.model, steps=int(steps or self.steps),
+                                  resolution=int(resolution or self.resolution), device=self.device)
+
     def generator(self, *, steps: int | None = None, resolution: int | None = None):
         """A loaded Pix2PixGenerator (pipelines are shared; settings differ per tab). Raises DiffuseMixError."""
-        from .generation import GenerationSettings, Pix2PixGenerator
+        from .generation import Pix2PixGenerator
 
-        settings = GenerationSettings(model=self.model, steps=int(steps or self.steps),
-                                      resolution=int(resolution or self.resolution), device=self.device)
+        settings = self.settings(steps=steps, resolution=resolution)
         key = (settings.steps, settings.resolution)
         with self._lock:
             if key not in self._generators:

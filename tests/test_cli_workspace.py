@@ -399,3 +399,19 @@ def test_help_explains_every_flag(command):
             assert flag in result.stdout, flag
         if action.option_strings:
             assert action.help, f"{command} {action.option_strings} has no help"
+
+
+def test_batch_size_auto_picks_the_cpu_default_and_records_it(dataset, tmp_path):
+    """--batch-size auto measures the GPU's free memory; on a CPU it is the documented 4, recorded with the run."""
+    from diffusemix_core.gpu_tuning import AUTO_CPU_BATCH_SIZE
+
+    train, info = dataset
+    ws = tmp_path / "ws"
+    args = augment_args(train, ws, "--scorer", "none")
+    args[args.index("--batch-size") + 1] = "auto"
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(rows(ws, "SELECT args FROM runs")[0][0])["batch_size"] == AUTO_CPU_BATCH_SIZE
+    assert rows(ws, "SELECT count(*) FROM augmentations") == [(len(info["good"]) * PER_IMAGE,)]
+    bad = run_cli(*augment_args(train, ws, "--scorer", "none"), "--batch-size", "many")
+    assert bad.returncode == 2 and "whole number" in bad.stderr

@@ -282,3 +282,64 @@ def test_the_local_engine_never_imports_ray(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "ray not imported" in result.stdout
     assert rows(tmp_path / "ws", "SELECT count(*) FROM augmentations") == [(2 * PER_IMAGE,)]
+
+
+def test_the_ray_engine_scores_like_the_score_command(cluster, dataset, local_ws, tmp_path):
+    """With a scorer, the cluster runs the scores stage after compose (CPU actors): every generation and
+    augmentation gets its label scores and flags, equal to what `score` computes for the local engine's workspace."""
+    import shutil
+
+    from diffusemix_core.scores import score_workspace
+
+    train, info = dataset
+    ws = Workspace(tmp_path / "ws")
+    summary = run_augment(ws, train, **job(train), **RAY, scorer="tiny-random-clip")
+    assert summary.scorer == "tiny-random-clip"
+    reference = tmp_path / "reference"
+    shutil.copytree(local_ws, reference)
+    score_workspace(Workspace(reference), "tiny-random-clip")
+
+    def scores(path):
+        return rows(path, "SELECT s.target, s.target_id, c.model, s.metric, s.value, s.text FROM scores s "
+                          "JOIN scorers c ON c.id = s.scorer_id ORDER BY 1, 2, 3, 4")
+
+    ours, theirs = scores(ws.path), scores(reference)
+    n = len(info["good"]) * PER_IMAGE
+    assert len({(t, i) for t, i, *_ in ours if t == "augmentation"}) == n  # every augmentation is scored
+    assert [r[:4] for r in ours] == [r[:4] for r in theirs]
+    for a, b in zip(ours, theirs):
+        assert a[5] == b[5] and (a[4] is None and b[4] is None or abs(a[4] - b[4]) < 1e-4), (a, b)
+
+
+def test_the_apps_dataset_tab_submits_to_the_ray_address_it_was_started_with(cluster, dataset, tmp_path):
+    """`python app.py --ray-address A`: the Dataset tab's run goes to that cluster, with the same progress, summary
+    and resume as a local run (driven through gradio_client, as a user's browser would)."""
+    import zipfile
+
+    from gradio_client import Client, handle_file
+
+    from app import AppConfig, build_app, launch_kwargs
+
+    train, info = dataset
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(train.rglob("*")):
+            if path.is_file():
+                zf.write(path, f"train/{path.relative_to(train).as_posix()}")
+    config = AppConfig(model="tiny-random", workspace=tmp_path / "ws", resolution=64, steps=2, device="cpu",
+                       ray_address=cluster)
+    demo = build_app(config)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
+    try:
+        client = Client(url, verbose=False)
+        handle, _ = client.predict(handle_file(str(archive)), api_name="/extract_zip")
+        text, summary = client.predict(handle, PER_IMAGE, SEED, 0.2, 2, 64, BATCH, False, api_name="/run_dataset")
+        assert text.startswith("✅"), text
+        assert summary["augmentations_added"] == len(info["good"]) * PER_IMAGE
+        again = client.predict(handle, PER_IMAGE, SEED, 0.2, 2, 64, BATCH, False, api_name="/run_dataset")[1]
+        assert again["augmentations_added"] == 0  # resumed: nothing done twice
+    finally:
+        demo.close()
+    args = [json.loads(a) for (a,) in rows(tmp_path / "ws", "SELECT args FROM runs ORDER BY id")]
+    assert all(a["engine"]["name"] == "ray" for a in args) and len(args) == 2
+    assert rows(tmp_path / "ws", "SELECT count(*) FROM augmentations") == [(len(info["good"]) * PER_IMAGE,)]
