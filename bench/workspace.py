@@ -5,14 +5,16 @@ and the cost of re-running a finished job (resume).
 
 A generated dataset (smooth photo-like images, 3 classes) is augmented on ``tiny-random`` in a fresh temporary
 workspace. "Inside the model" is the time spent in ``Pix2PixGenerator.load`` and ``generate`` (measured by
-``run_augment``); everything else (walking, hashing, decoding, drawing, mixing, drift, PNG encoding, atomic
-writes with fsync, SQLite) is overhead. Targets: overhead < 20 % of wall time; resume < 5 % of the first run.
+``run_augment``); the rest of the wall time (walking, hashing, decoding, drawing, mixing, drift, PNG encoding,
+atomic writes with fsync, SQLite, less what the pipeline overlaps with the model) is overhead. The run shares the
+cores with torch itself (cpu_share.py); the threads it gave torch are printed. Targets: overhead < 20 % of wall time; resume < 5 % of the first run.
 Last line: ``overhead_share: X``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -48,18 +50,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
     parser.add_argument("--per-image", type=int, default=1, help="augmentations per image (default 1)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--no-fsync", action="store_true", help="skip fsync of stored files (Workspace(durable=False))")
     args = parser.parse_args()
-
-    import torch
 
     from diffusemix_core.fractals import FractalLibrary
     from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator
     from diffusemix_core.bulk import run_augment
     from diffusemix_core.workspace import Workspace
 
-    torch.set_num_threads(args.threads)
     settings = GenerationSettings(model="tiny-random", resolution=args.resolution, steps=args.steps, device="cpu")
     fractals = FractalLibrary.default()
     with tempfile.TemporaryDirectory(prefix="bench-ws-") as tmp:
@@ -78,8 +76,11 @@ def main() -> None:
         resume_seconds = time.perf_counter() - t0
         assert resumed.augmentations_added == 0 and resumed.images_skipped == args.images
 
+        with ws.manifest.session() as db:  # what the run gave torch (cpu_share.py)
+            used = json.loads(db.execute("SELECT args FROM runs ORDER BY id LIMIT 1").fetchone()[0])["cpu_share"]
+        threads = sorted({u["threads"] for u in used["used"]})
         print(f"dataset: {args.images} images {args.size}x{args.size}, 3 classes; tiny-random at {args.resolution} px, "
-              f"{args.steps} steps, per-image {args.per_image}, batch {args.batch_size}, torch threads {args.threads}, "
+              f"{args.steps} steps, per-image {args.per_image}, batch {args.batch_size}, torch threads {threads}, "
               f"fsync {'off' if args.no_fsync else 'on'}")
         print(f"first run: {first.seconds:.2f} s, {args.images / first.seconds:.2f} images/s, "
               f"{first.augmentations_added / first.seconds:.2f} augmentations/s end to end")
