@@ -25,6 +25,21 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
+def whole_number(minimum: int = 1):
+    """An argparse type: a whole number >= `minimum`, or a usage error that says so."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The generation flags shared by every command that runs the model."""
     from .generation import DEFAULT_MODEL, GenerationSettings

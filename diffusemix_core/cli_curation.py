@@ -19,6 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .cli import whole_number
 from .random_models import UNTRAINED_SCORER_NOTE
 
 __all__ = ["add_auto_review_arguments", "add_scorer_arguments", "add_subcommands", "print_run_scores",
@@ -52,10 +53,7 @@ def _workspace_argument(parser: argparse.ArgumentParser) -> None:
     add(parser, must_exist=True)
 
 
-def _positive_int(text: str) -> int:
-    from .cli_workspace import _positive_int as parse
-
-    return parse(text)
+_positive_int = whole_number(1)
 
 
 def _note(model: str | None, is_test_model: bool) -> None:

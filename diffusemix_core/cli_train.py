@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from .cli import whole_number
+
 __all__ = ["add_subcommand", "run_train"]
 
 EXAMPLE = (
@@ -21,24 +23,8 @@ EXAMPLE = (
 )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
+_positive_int = whole_number(1)
+_count = whole_number(0)
 
 
 def _lam(text: str) -> float | tuple[float, float]:

@@ -23,6 +23,7 @@ from .cli import (
     fractal_library_from_args,
     prompt_library_from_args,
     settings_from_args,
+    whole_number,
 )
 
 log = logging.getLogger(__name__)
@@ -30,14 +31,7 @@ log = logging.getLogger(__name__)
 __all__ = ["add_subcommands", "run_augment_command", "run_status", "run_review", "run_check", "run_export"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+_positive_int = whole_number(1)
 
 
 def _ids(text: str) -> list[int]:

@@ -178,6 +178,8 @@ SCHEMA = [
         PRIMARY KEY (target, target_id, scorer_id, metric)
     ) WITHOUT ROWID""",
 ]
+_TABLES = [statement.split("EXISTS", 1)[1].split("(", 1)[0].strip() for statement in SCHEMA
+           if statement.lstrip().startswith("CREATE TABLE")]
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS idx_sources_label ON sources(label)",
     "CREATE INDEX IF NOT EXISTS idx_sources_status ON sources(status)",
@@ -270,9 +272,18 @@ class Manifest:
             db.conn.close()
 
     def create_or_migrate(self) -> None:
-        """Create the schema in a new file, or bring an older one up to SCHEMA_VERSION (in one transaction)."""
+        """Create the schema in a new file, or bring an older one up to SCHEMA_VERSION (in one transaction).
+
+        A manifest already at SCHEMA_VERSION with every table is only read: opening a workspace to look at it
+        (``status``, ``check``, the app) does not write to it.
+        """
         with self.session() as db:
-            db.enable_wal()
+            db.enable_wal()  # a no-op read when the file is in WAL mode already
+            tables = set(db.table_names())
+            if "meta" in tables and set(_TABLES) <= tables:
+                row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if row is not None and row[0] == SCHEMA_VERSION:
+                    return
             with write(db):
                 version = None
                 if "meta" in db.table_names():
