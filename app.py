@@ -760,7 +760,19 @@ def describe_upload(dataset) -> str:
 
 
 def format_summary(info: dict) -> str:
-    return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in info.items() if not isinstance(v, (list, dict)))
+    """One readable line of a RunSummary (as a dict): what was done, what failed, how fast; the rest is in the JSON."""
+    rate = info["augmentations_added"] / info["seconds"] if info["seconds"] else 0.0
+    text = (f"{info['images_total']} images: {info['images_processed']} augmented now, {info['images_skipped']} "
+            f"already done, {info['images_failed']} failed; {info['augmentations_added']} augmentations added "
+            f"({info['generations_added']} generated, {info['generations_reused']} reused) in {info['seconds']:.1f} s "
+            f"({rate:.1f}/s)")
+    if info.get("scorer"):
+        text += f"; scored by {info['scorer']}"
+    failures = info.get("failures") or []
+    if failures:
+        text += "; failed: " + "; ".join(f"{path}: {reason}" for path, reason in failures[:5])
+        text += f" … and {len(failures) - 5} more" if len(failures) > 5 else ""
+    return text + "."
 
 
 # ----------------------------------------------------------------------------------------------- the layout
