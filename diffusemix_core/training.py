@@ -21,6 +21,7 @@ this module is in the "manifest, read-only" section below.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import operator
 import os
@@ -42,6 +43,7 @@ from .images import IGNORED_DIRS, is_image_path, load_image
 from .manifest import MANIFEST_NAME, STATUSES as REVIEW_STATUSES
 from .masks import MASK_KINDS, check_mask_kind, make_mask
 from .mixing import blend, check_lam, hybrid
+from .safe_files import atomic_write
 
 __all__ = [
     "STATUSES",
@@ -161,9 +163,12 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
     layout: both augmented views are always DiffuseMix images, whatever ``p``; a source without a cached Î gives its
     original three times). ``image`` is ``transform(PIL image)`` when a transform is given (mixing then runs at the
     source's full resolution, the fractal fitted to it), else a float32 tensor (3, size, size) in [0, 1]: the image
-    resized on its shorter side and centre-cropped (the hybrid is made at full resolution, resized once, and the
-    fractal, fitted to size×size, is blended after the resize; resizing is linear, so this is the same image up to
-    the fractal's framing and rounding, at a fraction of the cost).
+    resized on its shorter side and centre-cropped. For that tensor path, I and Î are read at the training size from a
+    cache the first epoch fills (``W/cache/train-<size>/<content hash>.npy``: raw uint8, written atomically, derived
+    data that may be deleted), and mixed at that size: the mask splits the same centred crop, and since resizing is
+    linear the result is the full-resolution mix resized, up to the pixels at the seam and rounding. An epoch then
+    reads two small raw arrays per item instead of decoding two full-size PNGs (``bench/dataset.py``).
+    ``cache=False`` mixes at full resolution and resizes once instead (the only way with a feather, or a transform).
 
     Classes are the sorted source labels (``classes``, ``class_to_idx``; ``targets`` is the label index of every
     item). Call :meth:`set_epoch` before each epoch: the epoch lives in shared memory, so DataLoader workers, also
@@ -185,6 +190,7 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
         jsd: bool = False,
         size: int = 224,
         feather: int = 0,
+        cache: bool = True,
     ) -> None:
         self.workspace = Path(getattr(workspace, "path", workspace))
         self.status = _check_status(status)
@@ -203,6 +209,7 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
         self.jsd = bool(jsd)
         self.size = check_int("size", size, minimum=1)
         self.feather = check_int("feather", feather, minimum=0)
+        self.cache = bool(cache) and transform is None and self.feather == 0
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._conn: sqlite3.Connection | None = None
         self._conn_pid: int | None = None
@@ -291,12 +298,13 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} sources")
         original_path, generated_paths = self._images(int(self.source_ids[index]))
         label = int(self.targets[index])
-        original = load_image(self.workspace / original_path)
+        read = self._small if self.cache else (lambda relpath: load_image(self.workspace / relpath))
+        original = read(original_path)
         decoded: dict[int, np.ndarray] = {}
 
         def generated(which: int) -> np.ndarray:
             if which not in decoded:
-                decoded[which] = load_image(self.workspace / generated_paths[which])
+                decoded[which] = read(generated_paths[which])
             return decoded[which]
 
         if self.jsd:
@@ -308,17 +316,32 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
         (d,) = self.draw(index, len(generated_paths))
         return (self._mix(original, generated(d.generated), d) if d.augment else self._finish(original)), label
 
+    def _small(self, relpath: str) -> np.ndarray:
+        """A stored image resized and centre-cropped to the training size, from the cache (filled on first use)."""
+        target = self.workspace / "cache" / f"train-{self.size}" / f"{Path(relpath).stem}.npy"
+        try:
+            return np.load(target)
+        except (FileNotFoundError, ValueError, OSError):
+            small = resize_center_crop(load_image(self.workspace / relpath), self.size)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            np.save(buffer, small)
+            atomic_write(target, buffer.getvalue(), durable=False)  # several workers may fill it at once
+            return small
+
     def _mix(self, original: np.ndarray, generated: np.ndarray, d: Draw):
         h, w = original.shape[:2]
         mixed = hybrid(original, generated, make_mask(d.mask, h, w, feather=self.feather))
         if self.transform is not None:  # full resolution for the user's pipeline
             return self.transform(Image.fromarray(blend(mixed, self.fractals.fit(d.fractal, h, w), d.lam)))
-        small = resize_center_crop(mixed, self.size)
+        small = mixed if (h, w) == (self.size, self.size) else resize_center_crop(mixed, self.size)
         return to_tensor(blend(small, self.fractals.fit(d.fractal, self.size, self.size), d.lam))
 
     def _finish(self, image: np.ndarray):
         if self.transform is not None:
             return self.transform(Image.fromarray(image))
+        if image.shape[:2] == (self.size, self.size):  # from the cache: already at the training size
+            return to_tensor(image)
         return to_tensor(resize_center_crop(image, self.size))
 
 
