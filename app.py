@@ -10,6 +10,9 @@ folder paths are disabled and only uploaded zips can be augmented in bulk.
 Named API endpoints (see the README): /augment, /remix, /all_prompts, /approve, /reject, /save_prompts,
 /get_prompts, /prompt_report, /run_dataset, /cancel_run, /curate (and the Curate tab's /view, /next_page,
 /toggle_selection, /plan_…, /confirm_…, /threshold, /auto_review_… of the README's table), /export, /list_exports.
+
+Over the house's ~450 lines because it lays out and wires five tabs; every handler is a few lines that call
+diffusemix_core (curation, interactive, uploads, workspace), where the logic and its tests live.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from gradio.utils import get_upload_folder
 import numpy as np
 import pandas as pd
 
-from diffusemix_core import curation, scores
+from diffusemix_core import curation, score_queries
 from diffusemix_core.engine import STAGE_NAMES as STAGES, AugmentationRecord, DiffuseMix, Mixer
 from diffusemix_core.errors import DiffuseMixError
 from diffusemix_core.fractals import FractalLibrary
@@ -695,10 +698,10 @@ class Studio:
         """What the ticked review --auto rules would reject among the pending items of the label and prompt
         filtered; nothing changes until Apply."""
         query = query or curation.CurationQuery()
-        rules = scores.AutoRules(min_label_prob=float(min_label_prob) if use_min_label_prob else None,
+        rules = score_queries.AutoRules(min_label_prob=float(min_label_prob) if use_min_label_prob else None,
                                  max_drift=float(max_drift) if use_max_drift else None,
                                  reject_flagged=bool(reject_flagged))
-        plan = scores.auto_review_plan(self.workspace, rules, label=query.label, prompt=query.prompt)
+        plan = score_queries.auto_review_plan(self.workspace, rules, label=query.label, prompt=query.prompt)
         text, rows = curation.auto_review_rows(plan)
         table = pd.DataFrame(rows, columns=["by", "name", "would reject"])
         return text, table, (plan if plan.reject else None), gr.Row(visible=bool(plan.reject))
@@ -707,7 +710,7 @@ class Studio:
         """Reject what the dry run counted, as one decision of origin 'auto' (Undo reverts it)."""
         if plan is None:
             raise gr.Error("Run the dry run first.")
-        decision = scores.apply_auto_review(self.workspace, plan)
+        decision = score_queries.apply_auto_review(self.workspace, plan)
         changed = 0 if decision is None else decision.changed
         return (f"✅ Auto review rejected {changed:,} augmentation(s) (origin 'auto'; the Undo button reverts it).",
                 None, gr.Row(visible=False), curation.Selection())
@@ -1030,7 +1033,7 @@ def build_app(config: AppConfig) -> gr.Blocks:
             sel_st = gr.State(curation.Selection())
             bulk_st = gr.State(None)  # a counted, unconfirmed curation.BulkPlan
             h_st = gr.State(None)
-            auto_st = gr.State(None)  # a dry run's scores.AutoPlan
+            auto_st = gr.State(None)  # a dry run's score_queries.AutoPlan
             viewed_st = gr.State(None)  # the id of the augmentation viewed
 
         with gr.Tab("Export", id="export"):

@@ -24,6 +24,9 @@ the same command again (``Workspace.gc`` removes the files its journal names). C
 ``cancel`` is set; the batches already handed to the workers (at most ``max_in_flight``) are finished and committed.
 
 ``ray`` is an optional dependency (``requirements-ray.txt``); nothing else in the package imports this module.
+
+Longer than the house's ~450 lines: connecting, feeding, the Ray Data pipeline, the worker-side stages and error
+transport are one story that only makes sense read together.
 """
 
 from __future__ import annotations

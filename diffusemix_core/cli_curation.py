@@ -145,7 +145,7 @@ def print_run_scores(summary, args: argparse.Namespace) -> None:
 
 # report ----------------------------------------------------------------------------------------------------
 def _add_report(subparsers) -> None:
-    from .scores import REPORT_COLUMNS
+    from .score_queries import REPORT_COLUMNS
 
     p = subparsers.add_parser(
         "report",
@@ -177,7 +177,8 @@ def _cell(value) -> str:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .scores import REPORT_COLUMNS, latest_scorer, prompt_report
+    from .score_queries import REPORT_COLUMNS, prompt_report
+    from .scores import latest_scorer
     from .workspace import Workspace
 
     workspace = Workspace(args.workspace, create=False)
@@ -238,7 +239,7 @@ def _counts(title: str, counts: dict[str, int]) -> None:
 
 def run_auto_review(args: argparse.Namespace, workspace) -> int:
     from .errors import BadArgumentError
-    from .scores import AutoRules, apply_auto_review, auto_review_plan
+    from .score_queries import AutoRules, apply_auto_review, auto_review_plan
 
     if not getattr(args, "auto", False):
         raise BadArgumentError("--min-label-prob, --reject-flagged, --scorer and --dry-run go with --auto "

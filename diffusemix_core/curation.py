@@ -4,7 +4,7 @@ The story, top to bottom:
 
 1. **a query** (:class:`CurationQuery`): filters on label, prompt, status, flags and score ranges, and a sort
    (:data:`SORTS`), over the scores of ``scores.py`` (the latest label scorer and quality flags);
-2. **a page** (:func:`page`): one page of rows (``scores.SCORED_COLUMNS``) in order, their previews (the
+2. **a page** (:func:`page`): one page of rows (``score_queries.SCORED_COLUMNS``) in order, their previews (the
    ``workspace.thumbnails`` of A, made by the bulk run or on first view) and captions that carry the scores, plus
    how many match. Only the page's rows are read: 10,000 augmentations page as fast as 100;
 3. **a selection** (:class:`Selection`): a value with explicit add, remove, toggle and clear; viewing an item
@@ -19,6 +19,10 @@ The story, top to bottom:
    ``review --auto`` rules (:func:`auto_review_rows`).
 
 Nothing here imports Gradio: ``app.py`` wires these to its widgets.
+
+Longer than the house's ~450 lines on purpose: it is the whole Curate tab's logic (queries, pages, selection,
+histogram, counted plans, detail, report view), kept together so app.py holds none of it and one test file covers
+it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import scores
+from . import score_queries, scores
 from .checks import check_int
 from .decisions import Decision, history
 from .errors import BadArgumentError, WorkspaceError
@@ -77,7 +81,7 @@ ALL = "all"  # the form value that means "no filter"
 DEFAULT_PER_PAGE = 48
 FLAG_FILTERS = {"all": None, "flagged": True, "clean": False}
 
-# sort key -> (words for people, ORDER BY over the aliases of ``scores._scored_sql``: a = augmentations,
+# sort key -> (words for people, ORDER BY over the aliases of ``score_queries._scored_sql``: a = augmentations,
 # pa / pg = label probability of A / Î, fa / fg = flags of A / Î)
 SORTS: dict[str, tuple[str, str]] = {
     "newest": ("newest first", "a.id DESC"),
@@ -208,7 +212,7 @@ class _Sql:
     def of(cls, workspace: Workspace, query: CurationQuery, db, *, extra: Sequence[tuple[str, list]] = ()) -> _Sql:
         label_row = scores.latest_scorer(workspace, scores.LABEL_KIND, query.scorer, db=db)
         quality_row = scores.latest_scorer(workspace, scores.QUALITY_KIND, db=db)
-        _, joins = scores._scored_sql(label_row and label_row["id"], quality_row and quality_row["id"])
+        _, joins = score_queries._scored_sql(label_row and label_row["id"], quality_row and quality_row["id"])
         where, params = Manifest.where(label=query.label, prompt=query.prompt, status=query.status,
                                        max_drift=query.max_drift, min_drift=query.min_drift)
         clauses = [where[len(" WHERE "):]] if where else []
@@ -217,7 +221,7 @@ class _Sql:
                 clauses.append(clause)
                 params.append(float(value))
         if query.flagged is not None:
-            clauses.append(f"({scores._FLAGGED}) = ?")
+            clauses.append(f"({score_queries._FLAGGED}) = ?")
             params.append(int(query.flagged))
         for clause, values in extra:
             clauses.append(clause)
@@ -331,7 +335,7 @@ def caption(row: dict, selected: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a query: rows (``scores.SCORED_COLUMNS``) in order, their previews, and how many match."""
+    """One page of a query: rows (``score_queries.SCORED_COLUMNS``) in order, their previews, and how many match."""
 
     query: CurationQuery
     rows: list[dict]
@@ -393,7 +397,7 @@ def page(workspace: Workspace, query: CurationQuery, number: int = 0, per_page: 
         number = min(number, max(0, math.ceil(total / per_page) - 1))
         ids = sql.ids(db, SORTS[query.sort][1], per_page, number * per_page)
     label_id = sql.label_scorer and sql.label_scorer["id"]
-    by_id = {r["id"]: r for r in scores.scored_augmentations(workspace, scorer=label_id, ids=ids)} if ids else {}
+    by_id = {r["id"]: r for r in score_queries.scored_augmentations(workspace, scorer=label_id, ids=ids)} if ids else {}
     rows = [by_id[i] for i in ids if i in by_id]
     stored = {r["id"]: r for r in workspace.manifest.list_augmentations(ids=ids)} if ids else {}
     thumbnails = [workspace.thumbnails.for_row(workspace, stored[r["id"]]) for r in rows]
@@ -594,7 +598,7 @@ def plan_threshold(workspace: Workspace, query: CurationQuery, score: str, thres
 class Detail:
     """One augmentation in full: its scored row, its manifest row, the scorers and its decision history."""
 
-    row: dict  # scores.SCORED_COLUMNS
+    row: dict  # score_queries.SCORED_COLUMNS
     stored: dict  # Manifest.get_augmentation
     label_scorer: dict | None
     quality_scorer: dict | None
@@ -642,7 +646,7 @@ DETAIL_COLUMNS = ["score", "A", "Î"]
 def detail(workspace: Workspace, aug_id: int, *, scorer: str | int | None = None) -> Detail:
     """Every score of one augmentation (A and Î), its scorers and its decision history."""
     aug_id = check_int("augmentation id", aug_id, minimum=1)
-    rows = scores.scored_augmentations(workspace, scorer=scorer, ids=[aug_id])
+    rows = score_queries.scored_augmentations(workspace, scorer=scorer, ids=[aug_id])
     if not rows:
         raise WorkspaceError(f"no augmentation #{aug_id} in this workspace; pick one from the gallery.")
     return Detail(row=rows[0], stored=workspace.manifest.get_augmentation(aug_id),
@@ -652,7 +656,7 @@ def detail(workspace: Workspace, aug_id: int, *, scorer: str | int | None = None
 
 
 # ------------------------------------------------------------------------------------------------ review --auto
-def auto_review_rows(plan: scores.AutoPlan) -> tuple[str, list[list]]:
+def auto_review_rows(plan: score_queries.AutoPlan) -> tuple[str, list[list]]:
     """The dry run of ``review --auto`` in words and as [by, name, would reject] rows (per rule, label, prompt)."""
     n = len(plan.reject)
     text = (f"Would reject {n:,} of {plan.pending:,} pending augmentation(s)"
@@ -687,7 +691,7 @@ REPORT_HEADERS: dict[str, str] = {  # the report's columns as the app's table sh
 
 @dataclass(frozen=True)
 class ReportView:
-    """The prompt report as a table (``scores.REPORT_COLUMNS`` but the scorer's name, which the note gives; numbers
+    """The prompt report as a table (``score_queries.REPORT_COLUMNS`` but the scorer's name, which the note gives; numbers
     rounded; :attr:`headers` names them for people) and as bars of one metric."""
 
     columns: list[str]
@@ -704,20 +708,20 @@ class ReportView:
 
 def report_view(workspace: Workspace, *, by_class: bool = False, metric: str = "mean_label_prob",
                 label: str | None = None) -> ReportView:
-    """``scores.prompt_report`` for people: the table (per prompt, or per prompt and class) and the bars of
+    """``score_queries.prompt_report`` for people: the table (per prompt, or per prompt and class) and the bars of
     `metric` per prompt over every class or one `label`; the note says whose scores these are."""
     if metric not in REPORT_METRICS:
         raise BadArgumentError(f"metric must be one of {', '.join(REPORT_METRICS)}, got {metric!r}.")
     label = None if label in (None, "", ALL) else label
-    table = scores.prompt_report(workspace, by_class=by_class)
+    table = score_queries.prompt_report(workspace, by_class=by_class)
     if label is None:
-        plotted = scores.prompt_report(workspace) if by_class else table
+        plotted = score_queries.prompt_report(workspace) if by_class else table
     else:
-        plotted = [r for r in (table if by_class else scores.prompt_report(workspace, by_class=True))
+        plotted = [r for r in (table if by_class else score_queries.prompt_report(workspace, by_class=True))
                    if r["label"] == label]
     bars = [{"prompt": str(r["prompt"]), "value": round(float(r[metric]), 4), "label": label or ALL}
             for r in plotted if r[metric] is not None]
-    columns = [c for c in scores.REPORT_COLUMNS if (by_class or c != "label") and c != "scorer"]  # in the note
+    columns = [c for c in score_queries.REPORT_COLUMNS if (by_class or c != "label") and c != "scorer"]  # in the note
     rows = [[(round(r[c], 3) if isinstance(r[c], float) else ("–" if r[c] is None else r[c])) for c in columns]
             for r in table]
     scorer = scores.latest_scorer(workspace, scores.LABEL_KIND)

@@ -17,6 +17,9 @@ work across calls; the loop keeps the stock behaviour step for step:
 Where the models come from lives beside this file: ``model_loading.py`` (hub ids, local folders) and
 ``random_models.py`` (``tiny-random`` and ``random-full``, built offline from configs).
 torch and diffusers are imported lazily so that ``import diffusemix_core`` stays fast.
+
+A little over the house's ~450 lines: the loop mirrors the stock pipeline step for step and reads best beside the
+settings and caches it uses.
 """
 
 from __future__ import annotations

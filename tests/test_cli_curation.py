@@ -16,7 +16,7 @@ from PIL import Image
 
 from diffusemix_core.cli import main
 from diffusemix_core.random_models import UNTRAINED_SCORER_NOTE, build_tiny_random_clip
-from diffusemix_core.scores import REPORT_COLUMNS
+from diffusemix_core.score_queries import REPORT_COLUMNS
 
 TINY = ["--model", "tiny-random", "--resolution", "64", "--steps", "2"]
 CLASSES = ("golden_retriever", "tabby-cat")

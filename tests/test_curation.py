@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from diffusemix_core import curation, scores
+from diffusemix_core import curation, score_queries
 from diffusemix_core.bulk import run_augment
 from diffusemix_core.curation import CurationQuery, Selection
 from diffusemix_core.errors import BadArgumentError, WorkspaceError
@@ -159,7 +159,7 @@ def test_a_page_past_the_end_is_the_last_and_an_empty_filter_says_so(ws):
 def test_rows_thumbnails_captions_and_table_describe_the_same_items(ws):
     page = curation.page(ws, CurationQuery(sort="label_prob"), 0, per_page=6)
     frame = table(ws).set_index("id")
-    assert [set(r) for r in page.rows] == [set(scores.SCORED_COLUMNS)] * 6
+    assert [set(r) for r in page.rows] == [set(score_queries.SCORED_COLUMNS)] * 6
     for row, thumb, text, line in zip(page.rows, page.thumbnails, page.captions(), page.table()):
         assert thumb.is_file() and thumb.is_relative_to(ws.path / "cache" / "thumbs")
         assert row["label_prob"] == pytest.approx(frame.loc[row["id"], "label_prob"])
@@ -323,9 +323,9 @@ def test_detail_shows_every_score_the_scorer_and_the_history(ws):
 # ------------------------------------------------------------------------------------------------ report, rules
 @pytest.mark.parametrize("metric", list(curation.REPORT_METRICS))
 def test_report_view_is_the_prompt_report(ws, metric):
-    report = scores.prompt_report(ws)
+    report = score_queries.prompt_report(ws)
     view = curation.report_view(ws, metric=metric)
-    assert view.columns == [c for c in scores.REPORT_COLUMNS if c not in ("label", "scorer")]
+    assert view.columns == [c for c in score_queries.REPORT_COLUMNS if c not in ("label", "scorer")]
     assert len(view.rows) == len(report) and [r[-1] for r in view.rows] == [True] * len(report)  # untrained
     assert [b["prompt"] for b in view.bars] == [r["prompt"] for r in report if r[metric] is not None]
     for bar, row in zip(view.bars, (r for r in report if r[metric] is not None)):
@@ -335,8 +335,8 @@ def test_report_view_is_the_prompt_report(ws, metric):
 
 def test_report_view_by_class_and_for_one_class(ws):
     by_class = curation.report_view(ws, by_class=True, label="dogs")
-    assert "label" in by_class.columns and len(by_class.rows) == len(scores.prompt_report(ws, by_class=True))
-    dogs = [r for r in scores.prompt_report(ws, by_class=True) if r["label"] == "dogs"]
+    assert "label" in by_class.columns and len(by_class.rows) == len(score_queries.prompt_report(ws, by_class=True))
+    dogs = [r for r in score_queries.prompt_report(ws, by_class=True) if r["label"] == "dogs"]
     assert [(b["prompt"], b["label"]) for b in by_class.bars] == [(r["prompt"], "dogs") for r in dogs]
     one_class = curation.report_view(ws, label="dogs")  # the plot of one class, the table per prompt
     assert one_class.bars == by_class.bars and "label" not in one_class.columns
@@ -345,7 +345,7 @@ def test_report_view_by_class_and_for_one_class(ws):
 
 
 def test_auto_review_rows_count_per_rule_label_and_prompt(ws):
-    plan = scores.auto_review_plan(ws, scores.AutoRules(min_label_prob=0.4, reject_flagged=True))
+    plan = score_queries.auto_review_plan(ws, score_queries.AutoRules(min_label_prob=0.4, reject_flagged=True))
     text, rows = curation.auto_review_rows(plan)
     assert text.startswith(f"Would reject {len(plan.reject)} of {plan.pending} pending augmentation(s)")
     assert UNTRAINED_SCORER_NOTE in text

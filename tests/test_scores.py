@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from diffusemix_core import scores
+from diffusemix_core import score_queries, scores
 from diffusemix_core.bulk import run_augment
 from diffusemix_core.errors import BadArgumentError, ModelUnavailableError
 from diffusemix_core.fractals import FractalLibrary
@@ -213,35 +213,35 @@ def test_scored_augmentations_filters_and_sorts_like_sql(scored):
     ws, _, _ = scored
     label_id = sql(ws, "SELECT max(id) FROM scorers WHERE kind = 'label'")[0][0]
     expected = _expected(ws, label_id)
-    rows = scores.scored_augmentations(ws)
-    assert list(rows[0]) == list(scores.SCORED_COLUMNS)
+    rows = score_queries.scored_augmentations(ws)
+    assert list(rows[0]) == list(score_queries.SCORED_COLUMNS)
     got = pd.DataFrame(rows)
     for column in ("id", "label_prob", "generated_label_prob", "label_rank", "flags", "generated_flags"):
         assert got[column].tolist() == expected[column].tolist(), column
     assert got["flagged"].tolist() == [int(bool(a or b)) for a, b in zip(expected["flags"], expected.generated_flags)]
     assert got["untrained"].tolist() == [1] * len(got)  # tiny-random-clip: say so wherever its scores are shown
 
-    worst = scores.scored_augmentations(ws, order="label_prob", limit=4, offset=1)
+    worst = score_queries.scored_augmentations(ws, order="label_prob", limit=4, offset=1)
     assert [r["id"] for r in worst] == expected.sort_values(["label_prob", "id"]).id.tolist()[1:5]
     cut = float(expected.label_prob.median())
-    low = scores.scored_augmentations(ws, max_label_prob=cut, label="tabby-cat", flagged=True, order="drift")
+    low = score_queries.scored_augmentations(ws, max_label_prob=cut, label="tabby-cat", flagged=True, order="drift")
     want = expected[(expected.label_prob <= cut) & (expected.label == "tabby-cat")
                     & ((expected["flags"] != "") | (expected.generated_flags != ""))]
     assert sorted(r["id"] for r in low) == sorted(want.id) and low
-    clean_page = scores.scored_augmentations(ws, flagged=False, min_label_prob=cut, order="generated_label_prob",
+    clean_page = score_queries.scored_augmentations(ws, flagged=False, min_label_prob=cut, order="generated_label_prob",
                                              limit=50)
     want = expected[(expected.label_prob >= cut) & (expected["flags"] == "") & (expected.generated_flags == "")]
     assert [r["id"] for r in clean_page] == want.sort_values(["generated_label_prob", "id"]).id.tolist()
     with pytest.raises(BadArgumentError, match="no scores from scorer 'other-clip'.*tiny-random-clip"):
-        scores.scored_augmentations(ws, scorer="other-clip")
+        score_queries.scored_augmentations(ws, scorer="other-clip")
     with pytest.raises(BadArgumentError, match="order must be"):
-        scores.scored_augmentations(ws, order="prompt")
+        score_queries.scored_augmentations(ws, order="prompt")
 
 
 def test_a_page_is_found_through_the_primary_key(scored):
     """Every score join is one primary-key seek; a page's ids are found with only the joins it needs."""
     ws, _, _ = scored
-    columns, joins = scores._scored_sql(1, 2)
+    columns, joins = score_queries._scored_sql(1, 2)
     with ws.manifest.session() as db:
         plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN SELECT a.id" + joins + " ORDER BY pa.value LIMIT 5")]
         full = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + columns + joins)]
@@ -256,21 +256,21 @@ def test_auto_review_rejects_pending_rule_breakers_and_keeps_decisions(scored, t
     ws.review("approved", origin="cli", ids=[1, 2])  # a person's decisions: never judged by a rule
     expected = _expected(ws, 1)
     p = float(expected.label_prob.median())
-    rules = scores.AutoRules(min_label_prob=p, reject_flagged=True)
-    plan = scores.auto_review_plan(ws, rules)
+    rules = score_queries.AutoRules(min_label_prob=p, reject_flagged=True)
+    plan = score_queries.auto_review_plan(ws, rules)
     pending = expected[expected.status == "pending"]
     breaks = pending[(pending.label_prob < p) | (pending["flags"] != "") | (pending.generated_flags != "")]
     assert sorted(plan.ids) == sorted(breaks.id) and plan.pending == len(pending) and 0 < len(breaks)
     assert plan.by_rule()["reject_flagged"] == sum((pending["flags"] != "") | (pending.generated_flags != ""))
     assert plan.counts("label") == breaks.groupby("label").size().to_dict()
-    decision = scores.apply_auto_review(ws, plan)
+    decision = score_queries.apply_auto_review(ws, plan)
     assert decision.changed == len(breaks)
     (origin, note), = sql(ws, "SELECT origin, filters FROM review_batches WHERE id = ?", [decision.batch_id])
     assert origin == "auto" and '"min_label_prob": ' + repr(p) in note and '"reject_flagged": true' in note
     assert sql(ws, "SELECT status FROM augmentations WHERE id IN (1, 2)") == [("approved",), ("approved",)]
-    assert scores.auto_review_plan(ws, rules).ids == []  # nothing pending breaks a rule any more
+    assert score_queries.auto_review_plan(ws, rules).ids == []  # nothing pending breaks a rule any more
     with pytest.raises(BadArgumentError, match="needs a rule"):
-        scores.auto_review_plan(ws, scores.AutoRules())
+        score_queries.auto_review_plan(ws, score_queries.AutoRules())
 
 
 def test_prompt_report_counts_people_not_rules(tmp_path, train):
@@ -281,7 +281,7 @@ def test_prompt_report_counts_people_not_rules(tmp_path, train):
     ws.review("rejected", origin="app", ids=[5, 6])
     ws.undo_last_review(origin="app")  # 5 and 6 are pending again: no verdict
     ws.review("rejected", origin="auto", ids=[7, 8], note={"rule": "test"})  # a rule: not counted
-    rows = {r["prompt"]: r for r in scores.prompt_report(ws)}
+    rows = {r["prompt"]: r for r in score_queries.prompt_report(ws)}
     expected = _expected(ws, 1)
     verdict = {1: "approved", 2: "approved", 3: "approved", 4: "rejected"}
     for prompt, group in expected.groupby("prompt"):
@@ -296,7 +296,7 @@ def test_prompt_report_counts_people_not_rules(tmp_path, train):
         assert (row["human_approved"], row["human_rejected"]) == (approved, rejected)
         assert row["human_approval_rate"] == (approved / (approved + rejected) if approved + rejected else None)
         assert row["untrained"] is True and row["scorer"] == TEST_SCORERS[0]
-    by_class = scores.prompt_report(ws, by_class=True)
+    by_class = score_queries.prompt_report(ws, by_class=True)
     assert sum(r["count"] for r in by_class) == len(expected)
     assert {(r["prompt"], r["label"]) for r in by_class} == set(zip(expected.prompt, expected.label))
 
