@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 import os
 import platform
 import tempfile
@@ -49,6 +48,8 @@ from diffusemix_core.mixing import blend, hybrid
 from diffusemix_core.training import DiffuseMixDataset, ImageFiles, resize_center_crop, to_tensor
 from diffusemix_core.bulk import run_augment
 from diffusemix_core.workspace import Workspace
+
+from bench.mixing import best_rates
 
 CLASSES = ("daisy", "rose", "tulip")
 
@@ -105,20 +106,6 @@ def build(root: Path, images: int, per_image: int, seed: int, tiny_output: bool)
     ws.review("approved")
     ws.export(root / "export", status="approved", include_originals=True)
     return root / "ws", root / "export"
-
-
-def best_rates(runs: dict[str, Callable[[], object]], count: int, repeat: int) -> dict[str, float]:
-    """Samples per second of the fastest of `repeat` runs of each variant, after one warm-up run each; the variants
-    take turns within each repeat, so a burst of load on a shared machine hits them alike."""
-    best = {name: math.inf for name in runs}
-    for run in runs.values():
-        run()
-    for _ in range(repeat):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return {name: count / seconds for name, seconds in best.items()}
 
 
 def per_call_ms(fn: Callable[[], object], n: int) -> float:

@@ -36,7 +36,7 @@ import numpy as np
 
 from .decisions import Decision, decide, undo_last
 from .errors import WorkspaceError
-from .manifest import MANIFEST_NAME, Manifest, check_status, generation_cache_key, write
+from .manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, check_status, generation_cache_key, write
 from .safe_files import UNLABELLED, atomic_target, dead_temp_files, pid_alive, remove_dead_temp_files
 from .store import ImageStore
 from .thumbnails import Thumbnails
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .engine import AugmentationRecord
     from .export import ExportResult
 
-__all__ = ["BACKUPS_DIR", "KEEP_BACKUPS", "CheckReport", "Workspace", "run_augment"]
+__all__ = ["BACKUPS_DIR", "KEEP_BACKUPS", "CheckReport", "Workspace"]
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,6 @@ BACKUPS_DIR = "backups"
 KEEP_BACKUPS = 5
 LOCK_NAME = ".lock"
 INIT_LOCK_NAME = ".init-lock"
-
-
-def run_augment(*args, **kwargs):
-    """The bulk run (``bulk.run_augment``), importable from here as before."""
-    from .bulk import run_augment as _run_augment
-
-    return _run_augment(*args, **kwargs)
 
 
 @dataclass
@@ -154,25 +147,11 @@ class Workspace:
                 row = None
                 with contextlib.suppress(sqlite3.OperationalError):
                     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is not None and row[0] != self.manifest_schema_version():
+            if row is not None and row[0] != SCHEMA_VERSION:
                 self.backup(f"schema-{row[0]}")
             self.manifest.create_or_migrate()
         finally:
             os.close(fd)
-
-    @staticmethod
-    def manifest_schema_version() -> str:
-        from .manifest import SCHEMA_VERSION
-
-        return SCHEMA_VERSION
-
-    # connections (for callers that query directly) -------------------------------------------------------
-    def db(self):
-        """A NEW connection to the manifest (close ``db.conn`` when done)."""
-        return self.manifest.connect()
-
-    def _session(self, db=None):
-        return self.manifest.session(db)
 
     # backups -----------------------------------------------------------------------------------------------
     def backups(self) -> list[Path]:

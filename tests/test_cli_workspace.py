@@ -134,6 +134,16 @@ def choices_by_slot(ws: Path) -> dict:
     }
 
 
+def assert_exactly_once(ws: Path, info: dict) -> None:
+    """Every slot of every good image once, no duplicate slot, every source once, and a consistent store."""
+    n, m = len(info["good"]), PER_IMAGE
+    assert rows(ws, "SELECT count(*) FROM augmentations") == [(n * m,)]
+    assert rows(ws, "SELECT count(*) FROM (SELECT source_id, job_key FROM augmentations "
+                    "GROUP BY source_id, job_key HAVING count(*) > 1)") == [(0,)]
+    assert rows(ws, "SELECT count(*) FROM sources") == [(n + len(info["bad"]),)]
+    assert_store_consistent(ws)
+
+
 def assert_store_consistent(ws: Path) -> None:
     """Every referenced file exists and decodes; no orphan, no temp file; no pending journal."""
     referenced = set()
@@ -243,12 +253,7 @@ def test_sigkill_then_rerun_finishes_exactly_once(killed_then_resumed, dataset, 
     ws, result, count_at_kill = killed_then_resumed
     train, info = dataset
     assert result.returncode == 0, result.stderr
-    n, m = len(info["good"]), PER_IMAGE
-    assert rows(ws, "SELECT count(*) FROM augmentations") == [(n * m,)]
-    assert rows(ws, "SELECT count(*) FROM (SELECT source_id, job_key FROM augmentations "
-                    "GROUP BY source_id, job_key HAVING count(*) > 1)") == [(0,)]
-    assert rows(ws, "SELECT count(*) FROM sources") == [(n + len(info["bad"]),)]
-    assert_store_consistent(ws)
+    assert_exactly_once(ws, info)
     # the interrupted-and-resumed workspace equals the uninterrupted one: same choices, same image bytes
     assert choices_by_slot(ws) == choices_by_slot(first_run[0])
 

@@ -28,8 +28,8 @@ from diffusemix_core.errors import ModelUnavailableError
 from diffusemix_core.fractals import FractalLibrary
 from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator
 from diffusemix_core.workspace import Workspace
-from test_cli_workspace import (BATCH, PER_IMAGE, ROOT, assert_store_consistent, augment_args, choices_by_slot,
-                                cli_env, make_dataset, rows)
+from test_cli_workspace import (BATCH, PER_IMAGE, ROOT, assert_exactly_once, augment_args, choices_by_slot, cli_env,
+                                make_dataset, rows)
 
 SEED = 3  # test_cli_workspace.augment_args' seed
 SETTINGS = GenerationSettings(model="tiny-random", resolution=64, steps=2)  # what TINY gives on the command line
@@ -99,15 +99,6 @@ def snapshot(ws: Path) -> dict:
     conn.close()
     out["files"] = {p.relative_to(ws).as_posix(): p.read_bytes() for p in sorted((ws / "images").rglob("*.png"))}
     return out
-
-
-def assert_exactly_once(ws: Path, info: dict) -> None:
-    n, m = len(info["good"]), PER_IMAGE
-    assert rows(ws, "SELECT count(*) FROM augmentations") == [(n * m,)]
-    assert rows(ws, "SELECT count(*) FROM (SELECT source_id, job_key FROM augmentations "
-                    "GROUP BY source_id, job_key HAVING count(*) > 1)") == [(0,)]
-    assert rows(ws, "SELECT count(*) FROM sources") == [(n + len(info["bad"]),)]
-    assert_store_consistent(ws)
 
 
 # the same result ---------------------------------------------------------------------------------------------
