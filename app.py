@@ -35,26 +35,26 @@ from gradio.utils import get_upload_folder
 import numpy as np
 import pandas as pd
 
-from diffusemix_core import curation, score_queries
-from diffusemix_core.engine import STAGE_NAMES as STAGES, AugmentationRecord, DiffuseMix, Mixer
+from diffusemix_core.curation import page as curation, queries as score_queries
+from diffusemix_core.engine.diffusemix import STAGE_NAMES as STAGES, AugmentationRecord, DiffuseMix, Mixer
 from diffusemix_core.errors import DiffuseMixError
-from diffusemix_core.fractals import FractalLibrary
-from diffusemix_core.generation import DEFAULT_MODEL  # torch-free at import: the model loads lazily
-from diffusemix_core.random_models import UNTRAINED_NOTE, is_test_model
-from diffusemix_core.masks import ALL_MASK_KINDS, MASK_KINDS
-from diffusemix_core.prompts import PromptEntry, PromptLibrary
-from diffusemix_core.bulk import run_augment
-from diffusemix_core.interactive import (
+from diffusemix_core.engine.fractals import FractalLibrary
+from diffusemix_core.engine.generation import DEFAULT_MODEL  # torch-free at import: the model loads lazily
+from diffusemix_core.engine.test_models import UNTRAINED_NOTE, is_test_model
+from diffusemix_core.engine.masks import ALL_MASK_KINDS, MASK_KINDS
+from diffusemix_core.engine.prompts import PromptEntry, PromptLibrary
+from diffusemix_core.bulk.runner import run_augment
+from diffusemix_core.studio.explore import (
     DEFAULT_INTERACTIVE_PIXELS,
     ModelHolder,
     ResultCache,
     StageFiles,
     load_interactive,
 )
-from diffusemix_core.manifest import STATUSES
-from diffusemix_core.safe_files import links_outside
-from diffusemix_core.uploads import Uploads, parse_size
-from diffusemix_core.workspace import Workspace
+from diffusemix_core.workspace.manifest import STATUSES
+from diffusemix_core.workspace.files import links_outside
+from diffusemix_core.workspace.uploads import Uploads, parse_size
+from diffusemix_core.workspace.folder import Workspace
 
 log = logging.getLogger("diffusemix_studio")
 

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from gradio_client import Client, handle_file
 
-    from diffusemix_core.fractals import FractalLibrary
+    from diffusemix_core.engine.fractals import FractalLibrary
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-app-"))
     image = test_image(args.size, tmp / "image.png")

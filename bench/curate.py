@@ -51,10 +51,10 @@ CLASSES = ("cats", "dogs", "tabby-cat")
 
 def real_workspace(folder: Path) -> Path:
     """12 images x 2 through the bulk run on tiny-random at 64 px, scored by tiny-random-clip."""
-    from diffusemix_core.bulk import run_augment
-    from diffusemix_core.fractals import FractalLibrary
-    from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator
-    from diffusemix_core.workspace import Workspace
+    from diffusemix_core.bulk.runner import run_augment
+    from diffusemix_core.engine.fractals import FractalLibrary
+    from diffusemix_core.engine.generation import GenerationSettings, Pix2PixGenerator
+    from diffusemix_core.workspace.folder import Workspace
 
     rng = np.random.default_rng(5)
     for c in CLASSES:

@@ -40,14 +40,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffusemix_core.fractals import FractalLibrary
-from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator
-from diffusemix_core.images import load_image
-from diffusemix_core.masks import make_mask
-from diffusemix_core.mixing import blend, hybrid
-from diffusemix_core.training import DiffuseMixDataset, ImageFiles, resize_center_crop, to_tensor
-from diffusemix_core.bulk import run_augment
-from diffusemix_core.workspace import Workspace
+from diffusemix_core.engine.fractals import FractalLibrary
+from diffusemix_core.engine.generation import GenerationSettings, Pix2PixGenerator
+from diffusemix_core.engine.images import load_image
+from diffusemix_core.engine.masks import make_mask
+from diffusemix_core.engine.mixing import blend, hybrid
+from diffusemix_core.training.dataset import DiffuseMixDataset, ImageFiles, resize_center_crop, to_tensor
+from diffusemix_core.bulk.runner import run_augment
+from diffusemix_core.workspace.folder import Workspace
 
 from bench.mixing import best_rates
 

@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from diffusemix_core.generation import (
+from diffusemix_core.engine.generation import (
     COUNTER_NAMES,
     GenerationRequest,
     GenerationSettings,

@@ -29,9 +29,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from diffusemix_core.fractals import FractalLibrary
-from diffusemix_core.masks import MASK_KINDS, make_mask
-from diffusemix_core.mixing import blend, hybrid
+from diffusemix_core.engine.fractals import FractalLibrary
+from diffusemix_core.engine.masks import MASK_KINDS, make_mask
+from diffusemix_core.engine.mixing import blend, hybrid
 
 LAM = 0.2
 

@@ -38,9 +38,9 @@ STAGES = ("plan", "load", "generate", "compose", "commit")
 
 
 def run(train: Path, ws_path: Path, *, latency: float, batch_size: int, threads: int | None):
-    from diffusemix_core.bulk import run_augment
-    from diffusemix_core.fractals import FractalLibrary
-    from diffusemix_core.workspace import Workspace
+    from diffusemix_core.bulk.runner import run_augment
+    from diffusemix_core.engine.fractals import FractalLibrary
+    from diffusemix_core.workspace.folder import Workspace
 
     generator = FixedLatencyGenerator(latency)
     ws = Workspace(ws_path)

@@ -39,9 +39,9 @@ from bench.workspace import make_dataset
 
 def run(train: Path, ws_path: Path, *, latency: float, batch_size: int, actors: int | None):
     """One run; actors None: the local engine. Returns (wall seconds, summary, commits [(seconds, done)])."""
-    from diffusemix_core.bulk import run_augment
-    from diffusemix_core.fractals import FractalLibrary
-    from diffusemix_core.workspace import Workspace
+    from diffusemix_core.bulk.runner import run_augment
+    from diffusemix_core.engine.fractals import FractalLibrary
+    from diffusemix_core.workspace.folder import Workspace
 
     started = time.perf_counter()
     commits: list[tuple[float, int]] = []

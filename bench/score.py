@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> float:
 
     import torch
 
-    from diffusemix_core import quality
-    from diffusemix_core.random_models import tiny_tokenizer
-    from diffusemix_core.scoring import DEFAULT_TEMPLATES, LabelScorer
+    from diffusemix_core.curation import quality
+    from diffusemix_core.engine.test_models import tiny_tokenizer
+    from diffusemix_core.curation.scorers import DEFAULT_TEMPLATES, LabelScorer
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

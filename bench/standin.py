@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from diffusemix_core.generation import GenerationResult, GenerationSettings
+from diffusemix_core.engine.generation import GenerationResult, GenerationSettings
 
 STANDIN_MODEL = "bench-standin-fixed-latency"
 

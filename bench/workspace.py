@@ -53,10 +53,10 @@ def main() -> None:
     parser.add_argument("--no-fsync", action="store_true", help="skip fsync of stored files (Workspace(durable=False))")
     args = parser.parse_args()
 
-    from diffusemix_core.fractals import FractalLibrary
-    from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator
-    from diffusemix_core.bulk import run_augment
-    from diffusemix_core.workspace import Workspace
+    from diffusemix_core.engine.fractals import FractalLibrary
+    from diffusemix_core.engine.generation import GenerationSettings, Pix2PixGenerator
+    from diffusemix_core.bulk.runner import run_augment
+    from diffusemix_core.workspace.folder import Workspace
 
     settings = GenerationSettings(model="tiny-random", resolution=args.resolution, steps=args.steps, device="cpu")
     fractals = FractalLibrary.default()

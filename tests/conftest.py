@@ -18,14 +18,14 @@ TINY_STEPS = 4
 
 @pytest.fixture(scope="session")
 def tiny_settings():
-    from diffusemix_core.generation import GenerationSettings
+    from diffusemix_core.engine.generation import GenerationSettings
 
     return GenerationSettings(model="tiny-random", steps=TINY_STEPS, resolution=TINY_RESOLUTION, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_settings):
-    from diffusemix_core.generation import Pix2PixGenerator
+    from diffusemix_core.engine.generation import Pix2PixGenerator
 
     generator = Pix2PixGenerator(tiny_settings)
     generator.load()

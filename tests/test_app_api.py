@@ -17,9 +17,9 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from app import AppConfig, Studio, build_app, config_from_args, launch_kwargs, parse_args  # noqa: E402
-from diffusemix_core.engine import mix  # noqa: E402
-from diffusemix_core.fractals import FractalLibrary  # noqa: E402
-from diffusemix_core.prompts import PAPER_PROMPTS  # noqa: E402
+from diffusemix_core.engine.diffusemix import mix  # noqa: E402
+from diffusemix_core.engine.fractals import FractalLibrary  # noqa: E402
+from diffusemix_core.engine.prompts import PAPER_PROMPTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "landscape.png"

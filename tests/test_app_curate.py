@@ -20,11 +20,11 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
 
 from app import AppConfig, build_app, launch_kwargs  # noqa: E402
-from diffusemix_core import curation  # noqa: E402
-from diffusemix_core.bulk import run_augment  # noqa: E402
-from diffusemix_core.fractals import FractalLibrary  # noqa: E402
-from diffusemix_core.random_models import UNTRAINED_SCORER_NOTE  # noqa: E402
-from diffusemix_core.workspace import Workspace  # noqa: E402
+from diffusemix_core.curation import page as curation  # noqa: E402
+from diffusemix_core.bulk.runner import run_augment  # noqa: E402
+from diffusemix_core.engine.fractals import FractalLibrary  # noqa: E402
+from diffusemix_core.engine.test_models import UNTRAINED_SCORER_NOTE  # noqa: E402
+from diffusemix_core.workspace.folder import Workspace  # noqa: E402
 from test_curation import make_train  # noqa: E402  (12 images in 3 classes)
 
 STAGES = ("original", "generated", "mask", "hybrid", "fractal", "final")

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from diffusemix_core.bulk import run_augment
-from diffusemix_core.fractals import FractalLibrary
-from diffusemix_core.random_models import UNTRAINED_SCORER_NOTE
-from diffusemix_core.workspace import Workspace
+from diffusemix_core.bulk.runner import run_augment
+from diffusemix_core.engine.fractals import FractalLibrary
+from diffusemix_core.engine.test_models import UNTRAINED_SCORER_NOTE
+from diffusemix_core.workspace.folder import Workspace
 from test_app_browser import CHROMIUM, CHROMIUM_ARGS, EXAMPLE, _require_browser, save_small_copy
 from test_curation import make_train
 

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from diffusemix_core.cli import main
-from diffusemix_core.random_models import UNTRAINED_SCORER_NOTE, build_tiny_random_clip
-from diffusemix_core.score_queries import REPORT_COLUMNS
+from diffusemix_core.cli.main import main
+from diffusemix_core.engine.test_models import UNTRAINED_SCORER_NOTE, build_tiny_random_clip
+from diffusemix_core.curation.queries import REPORT_COLUMNS
 
 TINY = ["--model", "tiny-random", "--resolution", "64", "--steps", "2"]
 CLASSES = ("golden_retriever", "tabby-cat")
@@ -76,7 +76,7 @@ def augmentations(ws: Path, scorer_id: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def train(tmp_path_factory):
-    from diffusemix_core.fractals import FractalLibrary
+    from diffusemix_core.engine.fractals import FractalLibrary
 
     root = tmp_path_factory.mktemp("curation")
     FractalLibrary.procedural(3, seed=1, size=64).save(root / "fractals")

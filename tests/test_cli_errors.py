@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffusemix_core import cli
+from diffusemix_core.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "tiny-random", "--resolution", "64", "--steps", "2"]

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from diffusemix_core.images import load_image
+from diffusemix_core.engine.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "tiny-random", "--resolution", "64", "--steps", "2"]
@@ -66,7 +66,7 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
 
 def make_dataset(root: Path) -> dict:
     """Write the messy dataset; returns the good files with their expected (orientation-corrected) sizes."""
-    from diffusemix_core.fractals import FractalLibrary
+    from diffusemix_core.engine.fractals import FractalLibrary
 
     FractalLibrary.procedural(6, seed=1, size=64).save(root.parent / "fractals")
     rng = np.random.default_rng(7)
@@ -393,7 +393,7 @@ def test_bad_arguments_and_unreadable_datasets_fail_cleanly(tmp_path):
 
 @pytest.mark.parametrize("command", ["augment", "status", "review", "export"])
 def test_help_explains_every_flag(command):
-    from diffusemix_core.cli import build_parser
+    from diffusemix_core.cli.main import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
@@ -408,7 +408,7 @@ def test_help_explains_every_flag(command):
 
 def test_batch_size_auto_picks_the_cpu_default_and_records_it(dataset, tmp_path):
     """--batch-size auto measures the GPU's free memory; on a CPU it is the documented 4, recorded with the run."""
-    from diffusemix_core.gpu_tuning import AUTO_CPU_BATCH_SIZE
+    from diffusemix_core.engine.gpu_tuning import AUTO_CPU_BATCH_SIZE
 
     train, info = dataset
     ws = tmp_path / "ws"

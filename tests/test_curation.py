@@ -1,4 +1,4 @@
-"""Curating page by page (diffusemix_core.curation), without a browser: queries, pages, the selection, histograms,
+"""Curating page by page (diffusemix_core.curation.page), without a browser: queries, pages, the selection, histograms,
 thresholds, two-step bulk decisions, the detail of one item and the prompt report, on a workspace made by a real
 bulk run (tiny-random at 64 px, scored by tiny-random-clip), checked against the tables read directly."""
 
@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from diffusemix_core import curation, score_queries
-from diffusemix_core.bulk import run_augment
-from diffusemix_core.curation import CurationQuery, Selection
+from diffusemix_core.curation import page as curation, queries as score_queries
+from diffusemix_core.bulk.runner import run_augment
+from diffusemix_core.curation.page import CurationQuery, Selection
 from diffusemix_core.errors import BadArgumentError, WorkspaceError
-from diffusemix_core.fractals import FractalLibrary
-from diffusemix_core.random_models import UNTRAINED_SCORER_NOTE
-from diffusemix_core.workspace import Workspace
+from diffusemix_core.engine.fractals import FractalLibrary
+from diffusemix_core.engine.test_models import UNTRAINED_SCORER_NOTE
+from diffusemix_core.workspace.folder import Workspace
 
 CLASSES = ("cats", "dogs", "tabby-cat")
 IMAGES_PER_CLASS = 4

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffusemix_core.datasets import ExtractLimits, class_counts, entry_name, extract_zip_dataset, find_class_root
+from diffusemix_core.workspace.datasets import ExtractLimits, class_counts, entry_name, extract_zip_dataset, find_class_root
 from diffusemix_core.errors import WorkspaceError
 
 
@@ -223,9 +223,9 @@ def test_an_archive_made_by_zip_r_keeps_its_names(tmp_path):
 # the classes found, before any run ---------------------------------------------------------------------------
 def test_class_counts_follow_the_rules_of_a_run(tmp_path):
     try:
-        from diffusemix_core.bulk import scan_train_dir
+        from diffusemix_core.bulk.runner import scan_train_dir
     except ImportError:  # before the bulk run moved out of workspace.py
-        from diffusemix_core.bulk import scan_train_dir
+        from diffusemix_core.bulk.runner import scan_train_dir
 
     files = ["cat/1.png", "cat/2.JPG", "cat/deep/er/3.webp", "cat/notes.txt", "cat/.4.png", "cat/.hidden/5.png",
              "cat/__MACOSX/6.png", "dog/1.jpeg", "empty/README.md", "heic only/1.heic", ".hidden/1.png",

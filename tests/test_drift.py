@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageDraw
 
-from diffusemix_core.drift import drift_score
+from diffusemix_core.engine.drift import drift_score
 from diffusemix_core.errors import BadArgumentError
-from diffusemix_core.fractals import generate_fractal
-from diffusemix_core.masks import make_mask
-from diffusemix_core.mixing import hybrid
+from diffusemix_core.engine.fractals import generate_fractal
+from diffusemix_core.engine.masks import make_mask
+from diffusemix_core.engine.mixing import hybrid
 
 
 def scene(seed: int, h: int = 120, w: int = 160) -> np.ndarray:

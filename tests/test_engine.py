@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffusemix_core.engine import Choice, DiffuseMix, STAGE_NAMES
+from diffusemix_core.engine.diffusemix import Choice, DiffuseMix, STAGE_NAMES
 from diffusemix_core.errors import BadArgumentError, BadPromptError
-from diffusemix_core.fractals import FractalLibrary
-from diffusemix_core.masks import MASK_KINDS, make_mask
-from diffusemix_core.mixing import blend, hybrid
-from diffusemix_core.prompts import PAPER_PROMPTS
+from diffusemix_core.engine.fractals import FractalLibrary
+from diffusemix_core.engine.masks import MASK_KINDS, make_mask
+from diffusemix_core.engine.mixing import blend, hybrid
+from diffusemix_core.engine.prompts import PAPER_PROMPTS
 
 
 @pytest.fixture(scope="module")

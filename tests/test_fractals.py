@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from diffusemix_core.errors import BadArgumentError, BadImageError
-from diffusemix_core.fractals import (DEFAULT_FRACTAL_DIR, FRACTAL_KINDS, FractalLibrary, fit_to,
+from diffusemix_core.engine.fractals import (DEFAULT_FRACTAL_DIR, FRACTAL_KINDS, FractalLibrary, fit_to,
                                       generate_fractal, main)
 
 SIZE = 64
@@ -81,7 +81,7 @@ def test_from_folder_skips_bad_files_with_a_warning(tmp_path, caplog):
     (tmp_path / "fake.png").write_text("not an image")
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "readme.txt").write_text("ignored: not an image extension")
-    with caplog.at_level(logging.WARNING, logger="diffusemix_core.fractals"):
+    with caplog.at_level(logging.WARNING, logger="diffusemix_core.engine.fractals"):
         lib = FractalLibrary.from_folder(tmp_path)
     assert lib.ids == ["a.png", "sub/b.png"]
     assert lib.origin == str(tmp_path)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from diffusemix_core.errors import BadArgumentError, BadImageError
-from diffusemix_core.images import IMAGE_EXTENSIONS, is_image_path, load_image, save_png, to_pil
+from diffusemix_core.engine.images import IMAGE_EXTENSIONS, is_image_path, load_image, save_png, to_pil
 
 H, W = 24, 32
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from diffusemix_core.errors import BadArgumentError
-from diffusemix_core.masks import ALL_MASK_KINDS, EXTRA_MASK_KINDS, MASK_KINDS, make_mask, mask_to_uint8
+from diffusemix_core.engine.masks import ALL_MASK_KINDS, EXTRA_MASK_KINDS, MASK_KINDS, make_mask, mask_to_uint8
 
 SIZES = [(1, 1), (1, 2), (2, 3), (5, 7), (64, 48), (255, 256)]
 

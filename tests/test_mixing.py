@@ -10,8 +10,8 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from diffusemix_core.errors import BadArgumentError
-from diffusemix_core.masks import ALL_MASK_KINDS, make_mask
-from diffusemix_core.mixing import _blend_plan, blend, hybrid
+from diffusemix_core.engine.masks import ALL_MASK_KINDS, make_mask
+from diffusemix_core.engine.mixing import _blend_plan, blend, hybrid
 
 dims = st.integers(1, 12)
 FAST = settings(max_examples=80, deadline=None)
@@ -192,8 +192,8 @@ def test_pure_modules_do_not_import_torch():
     import sys
     from pathlib import Path
 
-    code = ("import sys; import diffusemix_core.errors, diffusemix_core.images, diffusemix_core.masks, "
-            "diffusemix_core.mixing, diffusemix_core.fractals, diffusemix_core.prompts, diffusemix_core.drift; "
+    code = ("import sys; import diffusemix_core.errors, diffusemix_core.engine.images, diffusemix_core.engine.masks, "
+            "diffusemix_core.engine.mixing, diffusemix_core.engine.fractals, diffusemix_core.engine.prompts, diffusemix_core.engine.drift; "
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'gradio') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                             capture_output=True, text=True, timeout=120, check=True)

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from diffusemix_core.errors import BadPromptError
-from diffusemix_core.prompts import (DEFAULT_PROMPTS_PATH, DEFAULT_TEMPLATE, MAX_PROMPT_CHARS, PAPER_PROMPTS,
+from diffusemix_core.engine.prompts import (DEFAULT_PROMPTS_PATH, DEFAULT_TEMPLATE, MAX_PROMPT_CHARS, PAPER_PROMPTS,
                                      PromptEntry, PromptLibrary)
-from diffusemix_core import prompts as prompts_module
+from diffusemix_core.engine import prompts as prompts_module
 
 PAPER = ["autumn", "snowy", "sunset", "watercolor art", "rainbow", "aurora", "mosaic", "ukiyo-e",
          "a sketch with crayon"]

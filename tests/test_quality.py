@@ -1,4 +1,4 @@
-"""Quality flags (diffusemix_core.quality) on constructed images: black, blank, low information, near-duplicates."""
+"""Quality flags (diffusemix_core.curation.quality) on constructed images: black, blank, low information, near-duplicates."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from diffusemix_core import quality
+from diffusemix_core.curation import quality
 from diffusemix_core.errors import BadArgumentError
-from diffusemix_core.images import load_image
+from diffusemix_core.engine.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

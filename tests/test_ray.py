@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffusemix_core.bulk import run_augment
-from diffusemix_core.bulk_stages import Commit, Planner
+from diffusemix_core.bulk.runner import run_augment
+from diffusemix_core.bulk.stages import Commit, Planner
 from diffusemix_core.errors import ModelUnavailableError
-from diffusemix_core.fractals import FractalLibrary
-from diffusemix_core.generation import GenerationSettings, Pix2PixGenerator
-from diffusemix_core.workspace import Workspace
+from diffusemix_core.engine.fractals import FractalLibrary
+from diffusemix_core.engine.generation import GenerationSettings, Pix2PixGenerator
+from diffusemix_core.workspace.folder import Workspace
 from test_cli_workspace import (BATCH, PER_IMAGE, ROOT, assert_exactly_once, augment_args, choices_by_slot, cli_env,
                                 make_dataset, rows)
 
@@ -250,7 +250,7 @@ def test_an_unusable_address_is_one_line(dataset, tmp_path, address, says):
 # ray is optional -------------------------------------------------------------------------------------------
 def test_without_ray_the_ray_engine_says_how_to_install_it_in_one_sentence(dataset, tmp_path):
     train, _ = dataset
-    code = ("import sys; sys.modules['ray'] = None; from diffusemix_core.cli import main; "
+    code = ("import sys; sys.modules['ray'] = None; from diffusemix_core.cli.main import main; "
             "sys.exit(main(sys.argv[1:]))")
     result = subprocess.run([sys.executable, "-c", code, *augment_args(train, tmp_path / "ws", "--engine", "ray")],
                             env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -266,7 +266,7 @@ def test_the_local_engine_never_imports_ray(tmp_path):
     for i in range(2):
         Image.fromarray(np.full((24, 32, 3), 40 * i, np.uint8)).save(train / "cls" / f"{i}.png")
     FractalLibrary.procedural(2, seed=0, size=32).save(tmp_path / "fractals")
-    code = ("import sys; from diffusemix_core.cli import main; status = main(sys.argv[1:]); "
+    code = ("import sys; from diffusemix_core.cli.main import main; status = main(sys.argv[1:]); "
             "print('ray imported' if 'ray' in sys.modules else 'ray not imported'); sys.exit(status)")
     result = subprocess.run([sys.executable, "-c", code, *augment_args(train, tmp_path / "ws")], env=cli_env(),
                             cwd=ROOT, capture_output=True, text=True, timeout=240)
@@ -280,7 +280,7 @@ def test_the_ray_engine_scores_like_the_score_command(cluster, dataset, local_ws
     augmentation gets its label scores and flags, equal to what `score` computes for the local engine's workspace."""
     import shutil
 
-    from diffusemix_core.scores import score_workspace
+    from diffusemix_core.curation.scores import score_workspace
 
     train, info = dataset
     ws = Workspace(tmp_path / "ws")

@@ -184,7 +184,7 @@ def test_a_store_whose_manifest_is_damaged_is_not_opened_and_nothing_changes(mad
 
 def test_clean_up_removes_only_files_the_journal_names_for_a_dead_writer(made, ws, tmp_path):
     """The manifest replaced by a valid but empty one (a fresh workspace's): the next run keeps every image."""
-    from diffusemix_core.workspace import Workspace
+    from diffusemix_core.workspace.folder import Workspace
 
     fresh = tmp_path / "fresh"
     Workspace(fresh)  # schema only
@@ -269,7 +269,7 @@ def test_check_finds_a_damaged_manifest_and_fix_then_removes_nothing(ws):
 
 
 def test_backups_are_kept_to_the_last_few_and_the_restore_advice_works(ws):
-    from diffusemix_core.workspace import KEEP_BACKUPS
+    from diffusemix_core.workspace.folder import KEEP_BACKUPS
 
     backups = ws / "backups"
     assert len(list(backups.glob("*.sqlite"))) == 1  # the bulk run's
@@ -489,7 +489,7 @@ def test_a_share_applies_in_the_thread_that_runs_the_model(tmp_path, monkeypatch
 
     import torch
 
-    from diffusemix_core.cpu_share import CpuShare
+    from diffusemix_core.bulk.cpu_share import CpuShare
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a private registry (see private_cpu_registry)
     seen: list[int] = []

@@ -1,4 +1,4 @@
-"""Curation scores in the workspace (diffusemix_core.scores): the bulk-run stage, near-duplicates across runs,
+"""Curation scores in the workspace (diffusemix_core.curation.scores): the bulk-run stage, near-duplicates across runs,
 the score loop, the filter/sort query, the rules of review --auto and the prompt report, against direct SQL."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from diffusemix_core import score_queries, scores
-from diffusemix_core.bulk import run_augment
+from diffusemix_core.curation import queries as score_queries, scores
+from diffusemix_core.bulk.runner import run_augment
 from diffusemix_core.errors import BadArgumentError, ModelUnavailableError
-from diffusemix_core.fractals import FractalLibrary
-from diffusemix_core.generation import GenerationResult, GenerationSettings
-from diffusemix_core.random_models import TEST_SCORERS
-from diffusemix_core.scoring import DEFAULT_SCORER
-from diffusemix_core.workspace import Workspace
+from diffusemix_core.engine.fractals import FractalLibrary
+from diffusemix_core.engine.generation import GenerationResult, GenerationSettings
+from diffusemix_core.engine.test_models import TEST_SCORERS
+from diffusemix_core.curation.scorers import DEFAULT_SCORER
+from diffusemix_core.workspace.folder import Workspace
 
 FRACTALS = FractalLibrary.procedural(3, seed=0, size=32)
 CLASSES = ("golden_retriever", "tabby-cat")

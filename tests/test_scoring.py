@@ -1,4 +1,4 @@
-"""Label consistency scoring (diffusemix_core.scoring): class names, mapping files, the scorer's maths and loading."""
+"""Label consistency scoring (diffusemix_core.curation.scorers): class names, mapping files, the scorer's maths and loading."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from diffusemix_core.errors import BadArgumentError, ModelUnavailableError
-from diffusemix_core.random_models import TEST_SCORERS, UNTRAINED_SCORER_NOTE, build_tiny_random_clip, is_test_model
-from diffusemix_core.scoring import (
+from diffusemix_core.engine.test_models import TEST_SCORERS, UNTRAINED_SCORER_NOTE, build_tiny_random_clip, is_test_model
+from diffusemix_core.curation.scorers import (
     DEFAULT_SCORER,
     DEFAULT_TEMPLATES,
     LabelScore,
@@ -59,7 +59,7 @@ def tiny_folder(tmp_path_factory):
 # --------------------------------------------------------------------------------------------------- import
 def test_import_is_light_and_an_unavailable_scorer_fails_before_torch_is_imported():
     code = ("import os, sys; os.environ['HF_HUB_OFFLINE'] = '1'\n"
-            "import diffusemix_core.scoring as s, diffusemix_core.quality\n"
+            "import diffusemix_core.curation.scorers as s, diffusemix_core.curation.quality\n"
             "try: s.LabelScorer('diffusemix-tests/no-such-clip').load()\n"
             "except s.ModelUnavailableError: pass\n"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
@@ -91,11 +91,11 @@ def test_class_names_from_folders_and_mapping():
 
 
 def test_class_names_warns_about_unnamed_imagenet_ids(caplog):
-    with caplog.at_level(logging.WARNING, logger="diffusemix_core.scoring"):
+    with caplog.at_level(logging.WARNING, logger="diffusemix_core.curation.scorers"):
         class_names(["n01440764", "cat"])
     assert "mapping" in caplog.text and "n01440764" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="diffusemix_core.scoring"):
+    with caplog.at_level(logging.WARNING, logger="diffusemix_core.curation.scorers"):
         class_names(["n01440764"], {"n01440764": "tench"})
     assert caplog.text == ""
 

@@ -16,21 +16,21 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusemix_core.cli import main as cli_main
+from diffusemix_core.cli.main import main as cli_main
 from diffusemix_core.errors import BadArgumentError, WorkspaceError
-from diffusemix_core.fractals import FractalLibrary
-from diffusemix_core.generation import GenerationSettings
-from diffusemix_core.images import load_image
-from diffusemix_core.masks import make_mask
-from diffusemix_core.mixing import blend, hybrid
-from diffusemix_core.training import (
+from diffusemix_core.engine.fractals import FractalLibrary
+from diffusemix_core.engine.generation import GenerationSettings
+from diffusemix_core.engine.images import load_image
+from diffusemix_core.engine.masks import make_mask
+from diffusemix_core.engine.mixing import blend, hybrid
+from diffusemix_core.training.dataset import (
     DiffuseMixDataset,
     jsd_loss,
     resize_center_crop,
     to_tensor,
 )
-from diffusemix_core.bulk import run_augment
-from diffusemix_core.workspace import Workspace
+from diffusemix_core.bulk.runner import run_augment
+from diffusemix_core.workspace.folder import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"blue": (40, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}

@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from diffusemix_core.engine import Choice, DiffuseMix
+from diffusemix_core.engine.diffusemix import Choice, DiffuseMix
 from diffusemix_core.errors import BadArgumentError, WorkspaceError
-from diffusemix_core.fractals import FractalLibrary
-from diffusemix_core.prompts import PromptEntry, PromptLibrary
-from diffusemix_core.bulk import run_augment, scan_train_dir
-from diffusemix_core.manifest import generation_cache_key
-from diffusemix_core.safe_files import UNLABELLED, safe_join, sanitize_label
-from diffusemix_core.workspace import Workspace
+from diffusemix_core.engine.fractals import FractalLibrary
+from diffusemix_core.engine.prompts import PromptEntry, PromptLibrary
+from diffusemix_core.bulk.runner import run_augment, scan_train_dir
+from diffusemix_core.workspace.manifest import generation_cache_key
+from diffusemix_core.workspace.files import UNLABELLED, safe_join, sanitize_label
+from diffusemix_core.workspace.folder import Workspace
 
 FRACTALS = FractalLibrary.procedural(4, seed=0, size=64)
 
@@ -487,7 +487,7 @@ def test_pipeline_and_one_thread_give_the_same_manifest_and_bytes(tmp_path, tiny
 
 
 def test_the_run_leaves_a_preview_of_every_augmentation_and_a_lost_one_is_remade(tmp_path, ws, tiny_generator):
-    from diffusemix_core.thumbnails import THUMB_SIDE, row_key, thumbnail_png
+    from diffusemix_core.workspace.thumbnails import THUMB_SIDE, row_key, thumbnail_png
 
     train = write_train(tmp_path / "train", per_class=2)
     run_augment(ws, train, per_image=2, fractals=FRACTALS, generator=tiny_generator)

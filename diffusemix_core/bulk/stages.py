@@ -1,0 +1,408 @@
+"""The five stages of a bulk run and the small values that travel between them.
+
+    plan → load → generate → compose → commit
+
+* :class:`Planner` (**plan**; the manifest's reader): read and hash each file, find which of its slots are missing,
+  draw each missing slot's :class:`Choice` from an rng seeded by (run seed, file sha256, slot) only, and attach any Î
+  already generated with the same cache key (its bytes travel with the slot, so no shared disk is needed);
+* :func:`load_source` (**load**; CPU, any thread): decode and validate the bytes; a bad file becomes a failed source;
+* :class:`Generate` (**generate**; the model): Î for every slot without one, in one batched call;
+* :class:`Compose` (**compose**; CPU, any thread): each slot's record (mix, drift) and the PNG bytes of what the
+  store keeps (I, Î, fractal images; A and the fitted F are derived: see ``store.py``);
+* :class:`Commit` (**commit**; the only writer): journal the files, write them, insert every row in ONE transaction.
+
+Values: a :class:`Source` (one file) holds its :class:`Slot` s (one augmentation each); a :class:`Batch` holds
+consecutive sources. They are plain dataclasses (picklable), and no stage keeps hidden global state, so the local
+runner (``bulk.py``) and the Ray engine run the very same functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+
+from ..engine.diffusemix import Choice, Mixer
+from ..errors import BadArgumentError, BadImageError, DiffuseMixError, ModelUnavailableError
+from ..engine.images import image_key, load_image
+from ..workspace.manifest import Manifest, generation_cache_key, write
+from ..curation.scores import insert_source_scores
+from ..workspace.store import ImageStore
+from ..workspace.thumbnails import Thumbnails, thumbnail_key, thumbnail_png
+
+if TYPE_CHECKING:
+    from ..engine.diffusemix import AugmentationRecord
+    from ..engine.generation import GenerationSettings, Pix2PixGenerator
+    from ..workspace.folder import Workspace
+
+__all__ = ["Batch", "Commit", "Compose", "Generate", "Planner", "RunSummary", "Slot", "Source", "job_keys",
+           "load_source", "slot_rng"]
+
+log = logging.getLogger(__name__)
+
+
+def job_keys(per_image: int, prompts: list[str] | None) -> list[tuple[str, int | None, str | None]]:
+    """(job_key, slot, fixed prompt) for every augmentation an image should have."""
+    if prompts is not None:
+        return [(f"prompt:{p}", None, p) for p in prompts]
+    return [(f"slot:{i}", i, None) for i in range(per_image)]
+
+
+def slot_rng(seed: int, file_sha256: str, job_key: str) -> np.random.Generator:
+    """The rng of one augmentation slot: depends on nothing but the run seed, the file and the slot."""
+    digest = hashlib.sha256(f"{file_sha256}\0{job_key}".encode("utf-8")).digest()
+    words = np.frombuffer(digest[:16], dtype="<u4").tolist()
+    return np.random.default_rng(np.random.SeedSequence([int(seed), *words]))
+
+
+# ------------------------------------------------------------------------------------------------ the values
+@dataclass
+class Slot:
+    """One augmentation to make: its job, its drawn choice, and Î once there is one."""
+
+    job_key: str
+    slot: int | None
+    choice: Choice
+    prompt_text: str
+    cache_key: str | None = None  # known once the source's pixels are
+    generation_id: int | None = None  # an existing generation (Î cached in the store)
+    generation_path: str | None = None
+    generated_png: bytes | None = None  # the cached Î's bytes (they travel with the slot: no shared disk needed)
+    generated: np.ndarray | None = None  # Î
+    used_seed: int | None = None
+    error: str | None = None  # generation failed: the slot is left for the next run
+    record: AugmentationRecord | None = None  # composed
+    fractal_path: str | None = None  # the fractal image in the store
+    thumbnail: tuple[str, bytes] | None = None  # (key, PNG) of A's gallery preview (thumbnails.py)
+    scores: dict | None = None  # label scores and flags of Î and A (scores.Score), stored by Commit
+
+
+@dataclass
+class Source:
+    """One source file on its way through the stages."""
+
+    rel: str  # path relative to the train dir (posix)
+    label: str
+    sha256: str = ""
+    data: bytes | None = None  # the file's bytes, until decoded
+    source_id: int | None = None  # its ok row, when the manifest has one
+    pixels_sha256: str | None = None
+    image: np.ndarray | None = None
+    slots: list[Slot] = field(default_factory=list)
+    error: str | None = None  # cannot be read or decoded
+    error_recorded: bool = False  # the manifest has this failure already
+    files: dict[str, bytes] = field(default_factory=dict)  # store path -> PNG bytes to write
+
+
+@dataclass
+class Batch:
+    """Consecutive sources that move through the stages together."""
+
+    index: int
+    sources: list[Source]
+    skipped: int = 0  # complete files passed over while this batch was planned
+    model_seconds: float = 0.0
+    load_seconds: float = 0.0
+
+    @property
+    def slots(self) -> int:
+        return sum(len(s.slots) for s in self.sources)
+
+
+
+@dataclass
+class RunSummary:
+    """What a bulk run did. ``images_ok`` counts sources that are usable (processed now or complete before)."""
+
+    run_id: int
+    images_total: int = 0
+    images_processed: int = 0
+    images_skipped: int = 0
+    images_failed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path relative to train dir, reason)
+    augmentations_planned: int = 0
+    augmentations_added: int = 0
+    generations_added: int = 0
+    generations_reused: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0  # inside generator.generate
+    load_seconds: float = 0.0  # loading the model (once)
+    cancelled: bool = False
+    settings_changed: list[str] = field(default_factory=list)  # what differs from the previous run's settings
+    scorer: str | None = None  # the label scorer of the run's scores stage (None: no label scores)
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)  # CPU time per stage (plan, load, ...)
+
+    @property
+    def images_ok(self) -> int:
+        return self.images_processed + self.images_skipped
+
+
+
+# ------------------------------------------------------------------------------------------------ 1. plan
+class Planner:
+    """Which slots each file still needs, with their choices and any Î already made (reads the manifest only)."""
+
+    def __init__(self, manifest: Manifest, store: ImageStore, train_dir: Path, mixer: Mixer,
+                 jobs: list[tuple[str, int | None, str | None]], *, seed: int, settings_key: dict) -> None:
+        self.manifest, self.store, self.train_dir, self.mixer = manifest, store, train_dir, mixer
+        self.jobs, self.seed, self.settings_key = jobs, seed, settings_key
+
+    def missing_estimate(self, files: Sequence[tuple[str, str]]) -> int:
+        """Slots still to make if no file changed since the last run (the progress bar's total)."""
+        done: dict[str, set[str]] = {}
+        with self.manifest.session() as db:
+            for path, job_key in db.execute(
+                    "SELECT s.path, a.job_key FROM augmentations a JOIN sources s ON s.id = a.source_id "
+                    "WHERE s.origin = 'dataset'"):
+                done.setdefault(path, set()).add(job_key)
+        wanted = {job for job, _, _ in self.jobs}
+        return sum(len(wanted - done.get(rel, set())) for rel, _ in files)
+
+    def batches(self, files: Sequence[tuple[str, str]], batch_size: int,
+                cancel: threading.Event | None = None) -> Iterator[Batch]:
+        """Batches of `batch_size` sources that need work; complete files are counted in ``Batch.skipped``."""
+        index, sources, skipped = 0, [], 0
+        with self.manifest.session() as db:
+            for rel, label in files:
+                if cancel is not None and cancel.is_set():
+                    return
+                source = self.plan_source(db, rel, label)
+                if source is None:
+                    skipped += 1
+                    continue
+                sources.append(source)
+                if len(sources) == batch_size:
+                    yield Batch(index, sources, skipped)
+                    index, sources, skipped = index + 1, [], 0
+        if sources or skipped:
+            yield Batch(index, sources, skipped)
+
+    def plan_source(self, db, rel: str, label: str) -> Source | None:
+        """The Source of one file, or None when every slot of it is in the manifest already."""
+        source = Source(rel=rel, label=label)
+        try:
+            source.data = (self.train_dir / rel).read_bytes()
+        except OSError as exc:
+            source.error, source.error_recorded = f"cannot read the file ({exc.strerror or exc})", True
+            return source
+        source.sha256 = hashlib.sha256(source.data).hexdigest()
+        row = db.execute("SELECT id, status, error, pixels_sha256 FROM sources WHERE path = ? AND sha256 = ?",
+                         [rel, source.sha256]).fetchone()
+        if row is not None and row[1] == "failed":
+            source.data, source.error, source.error_recorded = None, row[2], True
+            return source
+        existing: set[str] = set()
+        if row is not None:
+            source.source_id, source.pixels_sha256 = row[0], row[3]
+            existing = {r[0] for r in db.execute("SELECT job_key FROM augmentations WHERE source_id = ?", [row[0]])}
+        missing = [job for job in self.jobs if job[0] not in existing]
+        if not missing:
+            return None
+        for job_key, slot, fixed_prompt in missing:
+            choice = self.mixer.sample(slot_rng(self.seed, source.sha256, job_key), 1, prompt=fixed_prompt)[0]
+            source.slots.append(Slot(job_key=job_key, slot=slot, choice=choice,
+                                     prompt_text=self.mixer.prompts.render(choice.prompt)))
+        if source.pixels_sha256 is not None:
+            self._find_cached(db, source)
+        return source
+
+    def _find_cached(self, db, source: Source) -> None:
+        """Attach the Î already in the workspace (same cache key) to the slots, with their bytes."""
+        for slot in source.slots:
+            slot.cache_key = generation_cache_key(source.pixels_sha256, slot.prompt_text, self.settings_key,
+                                                  slot.choice.seed)
+            row = db.execute("SELECT id, path, seed FROM generations WHERE cache_key = ?", [slot.cache_key]).fetchone()
+            if row is not None and self.store.is_relpath(row[1]) and self.store.abspath(row[1]).exists():
+                slot.generation_id, slot.generation_path, slot.used_seed = row
+                slot.generated_png = self.store.read_bytes(row[1])
+
+
+# ------------------------------------------------------------------------------------------------ 2. load
+def load_source(source: Source, settings_key: dict) -> Source:
+    """Decode and validate the file's bytes and any cached Î; compute the cache keys (CPU; any thread)."""
+    if source.error is not None or source.data is None:
+        return source
+    try:
+        source.image = load_image(source.data)
+    except BadImageError as exc:
+        source.error = exc.reason
+        return source
+    finally:
+        source.data = None
+    source.pixels_sha256 = image_key(source.image)
+    for slot in source.slots:
+        slot.cache_key = generation_cache_key(source.pixels_sha256, slot.prompt_text, settings_key, slot.choice.seed)
+        if slot.generated_png is not None:
+            slot.generated = load_image(slot.generated_png)
+    return source
+
+
+# ------------------------------------------------------------------------------------------------ 3. generate
+class Generate:
+    """Î for every slot of a batch that has none: one batched model call (a callable class: a Ray actor too)."""
+
+    def __init__(self, generator: Pix2PixGenerator, *, batch_size: int) -> None:
+        self.generator, self.batch_size = generator, batch_size
+        self._loaded = False
+
+    def __call__(self, batch: Batch) -> Batch:
+        from ..engine.generation import GenerationRequest
+
+        wanted: dict[str, tuple[Source, Slot]] = {}
+        for source in batch.sources:
+            if source.image is None:
+                continue
+            for slot in source.slots:
+                if slot.generated is None:
+                    wanted.setdefault(slot.cache_key, (source, slot))
+        if not wanted:
+            return batch
+        if not self._loaded:
+            started = time.perf_counter()
+            self.generator.load()
+            batch.load_seconds += time.perf_counter() - started
+            self._loaded = True
+        keys = list(wanted)
+        requests = [GenerationRequest(image=wanted[k][0].image, image_key=wanted[k][0].pixels_sha256,
+                                      prompt_text=wanted[k][1].prompt_text, seed=wanted[k][1].choice.seed)
+                    for k in keys]
+        started = time.perf_counter()
+        results = self._generate(requests)
+        batch.model_seconds += time.perf_counter() - started
+        made = {key: result for key, result in zip(keys, results)}
+        for source in batch.sources:
+            for slot in source.slots:
+                if slot.generated is None and slot.cache_key in made:
+                    result = made[slot.cache_key]
+                    if isinstance(result, str):
+                        slot.error = result
+                    else:
+                        slot.generated, slot.used_seed = result.image, result.used_seed
+        return batch
+
+    def _generate(self, requests: list) -> list:
+        """One batched call; if a request fails after its retries, retry one by one and keep the failures' reasons."""
+        try:
+            return self.generator.generate(requests, batch_size=self.batch_size)
+        except (ModelUnavailableError, BadArgumentError):
+            raise
+        except DiffuseMixError as exc:  # a degenerate output after its retries
+            log.warning("a generation in this batch failed (%s); retrying its requests one by one", exc)
+        results: list = []
+        for request in requests:
+            try:
+                results.append(self.generator.generate([request], batch_size=1)[0])
+            except (ModelUnavailableError, BadArgumentError):
+                raise
+            except DiffuseMixError as exc:
+                results.append(f"generation failed ({exc}); it is retried on the next run")
+        return results
+
+
+# ------------------------------------------------------------------------------------------------ 4. compose
+class Compose:
+    """Each slot's record (mix, drift) and the PNG bytes of what the store keeps (CPU; any thread)."""
+
+    def __init__(self, mixer: Mixer, settings: GenerationSettings) -> None:
+        self.mixer, self.settings = mixer, settings
+        self._fractal_files: dict[str, tuple[str, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def fractal_file(self, fractal_id: str) -> tuple[str, bytes]:
+        """(store path, PNG bytes) of a library fractal: encoded once per run."""
+        with self._lock:
+            if fractal_id not in self._fractal_files:
+                self._fractal_files[fractal_id] = ImageStore.encode(self.mixer.fractals.get(fractal_id))
+            return self._fractal_files[fractal_id]
+
+    def __call__(self, source: Source) -> Source:
+        if source.image is None:
+            return source
+        if source.source_id is None:
+            source.files.update([ImageStore.encode(source.image)])
+        for slot in source.slots:
+            if slot.generated is None:
+                continue
+            slot.record = self.mixer.compose(source.image, slot.generated, slot.choice, settings=self.settings,
+                                             used_seed=slot.used_seed, prompt_text=slot.prompt_text,
+                                             label=source.label, source=source.rel)
+            if slot.generation_id is None:
+                slot.generation_path, png = ImageStore.encode(slot.generated)
+                source.files[slot.generation_path] = png
+            slot.fractal_path, png = self.fractal_file(slot.choice.fractal)
+            source.files[slot.fractal_path] = png
+            record = slot.record
+            slot.thumbnail = (thumbnail_key(ImageStore.relpath(source.pixels_sha256), slot.generation_path,
+                                            slot.fractal_path, record.mask_kind, record.lam, record.feather),
+                              thumbnail_png(record.final))
+        return source
+
+
+# ------------------------------------------------------------------------------------------------ 5. commit
+class Commit:
+    """The only writer: a batch's files (journalled first), then all its rows in one transaction."""
+
+    def __init__(self, workspace: Workspace, db, *, run_id: int, summary: RunSummary) -> None:
+        self.workspace, self.db, self.run_id, self.summary = workspace, db, run_id, summary
+
+    def __call__(self, batch: Batch) -> int:
+        """Commit `batch`; returns how many slots it resolved (made, or given up with their image)."""
+        ws, summary = self.workspace, self.summary
+        files = {rel: data for source in batch.sources for rel, data in source.files.items()}
+        relpaths = sorted(files)
+        ws.manifest.journal(relpaths, self.db)
+        ws.store.put_many(sorted(files.items()))
+        added = generations = 0
+        with write(self.db) as db:
+            for source in batch.sources:
+                if source.error is not None:
+                    if not source.error_recorded:
+                        ws.manifest.insert_failed_source(db, path=source.rel, label=source.label,
+                                                         sha256=source.sha256, error=source.error)
+                    continue
+                if source.source_id is None:
+                    h, w = source.image.shape[:2]
+                    source.source_id = ws.manifest.insert_source(
+                        db, path=source.rel, label=source.label, sha256=source.sha256,
+                        pixels_sha256=source.pixels_sha256, width=w, height=h,
+                        image_path=ImageStore.relpath(source.pixels_sha256), origin="dataset")
+                for slot in source.slots:
+                    if slot.record is None:
+                        continue
+                    if slot.generation_id is None:
+                        slot.generation_id = ws.manifest.insert_generation(
+                            db, slot.record, source_id=source.source_id, cache_key=slot.cache_key,
+                            path=slot.generation_path)
+                        generations += 1
+                    else:
+                        summary.generations_reused += 1
+                    _, new = ws.manifest.insert_augmentation(
+                        db, slot.record, source_id=source.source_id, generation_id=slot.generation_id,
+                        job_key=slot.job_key, slot=slot.slot, fractal_path=slot.fractal_path, run_id=self.run_id)
+                    added += new
+                insert_source_scores(db, ws.store, source)  # what the scores stage found, if it ran
+            ws.manifest.unjournal(db, relpaths)
+        previews = Thumbnails(ws.path)  # derived data: written after the rows, never journalled
+        for source in batch.sources:
+            for slot in source.slots:
+                if slot.record is not None and slot.thumbnail is not None:
+                    previews.put(*slot.thumbnail)
+        for source in batch.sources:
+            if source.error is not None:
+                summary.images_failed += 1
+                summary.failures.append((source.rel, source.error))
+            else:
+                summary.images_processed += 1
+                summary.failures.extend((source.rel, slot.error) for slot in source.slots if slot.error)
+        summary.images_skipped += batch.skipped
+        summary.augmentations_added += added
+        summary.generations_added += generations
+        summary.model_seconds += batch.model_seconds
+        summary.load_seconds += batch.load_seconds
+        return batch.slots

@@ -1,0 +1,1 @@
+"""Curation: scoring models, stored scores, queries and rules, quality flags, the Curate page model."""

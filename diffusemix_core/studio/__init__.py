@@ -1,0 +1,1 @@
+"""The app's state and logic without Gradio: the Explore session, the model holder, server folders, jobs."""

@@ -1,0 +1,1 @@
+"""Training on the result: the online dataset, the losses, the trainer and its report."""

@@ -1,0 +1,253 @@
+"""Export: the selected augmentations as an ImageFolder dataset with metadata.csv and a manifest, optionally zipped.
+
+Layout (docs/workspace.md, "Export layout")::
+
+    DIR/<label>/aug_<id>.png         A, torchvision ImageFolder layout (labels made safe for the filesystem)
+    DIR/<label>/orig_<source>.png    with include_originals: each source once
+    DIR/metadata.csv                 file_name relative to DIR + every choice (Hugging Face imagefolder)
+    DIR/manifest.sqlite              just the exported rows, their sources, generations and the prompts
+    DIR.zip                          with make_zip: the same tree under a top folder DIR/
+
+A is composed from the stored I, Î and fractal (``Workspace.final_image``) and encoded with the store's PNG
+settings, so exporting the same workspace twice gives the same bytes. Composition runs in a few threads (decoding,
+mixing and zlib release the GIL). Every file is written inside DIR (``safe_files.safe_join``); the zip is written
+atomically, and temp zips of a killed export are removed by the next export and by ``check --fix``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import sqlite3
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import sqlite_utils
+
+from ..errors import WorkspaceError
+from ..engine.images import encode_png
+from .manifest import MANIFEST_NAME, check_status, now, write
+from .files import (UNLABELLED, atomic_target, dead_temp_files, label_folders, remove_dead_temp_files,
+                         safe_join)
+from .store import PNG_COMPRESS_LEVEL
+
+if TYPE_CHECKING:
+    from .folder import Workspace
+
+__all__ = ["ExportResult", "METADATA_COLUMNS", "dead_export_temps", "export_workspace", "remove_dead_export_temps"]
+
+log = logging.getLogger(__name__)
+
+METADATA_COLUMNS = ["file_name", "label", "prompt", "mask", "fractal", "lam", "seed", "source", "kind",
+                    "augmentation_id", "source_id", "status", "drift", "prompt_text", "model"]
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_FOLDER_KEY = "export-zip-folder:"  # meta keys: the folders export zips are written to (for clean-up)
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    count: int
+    zip_path: Path | None = None
+    originals: int = 0
+    export_id: int | None = None
+
+
+def export_workspace(ws: Workspace, to: str | Path, *, status: str = "approved", include_originals: bool = False,
+                     make_zip: bool | str | Path = False, overwrite: bool = False, label: str | None = None,
+                     prompt: str | None = None, max_drift: float | None = None) -> ExportResult:
+    """Write the augmentations of `ws` that match the filters into `to` (see the module docstring)."""
+    if status != "all":
+        check_status(status)
+    target = _prepare_export_dir(ws, Path(to), overwrite=overwrite)
+    zip_path = None
+    if make_zip:
+        zip_path = Path(target.parent / f"{target.name}.zip") if make_zip is True else Path(make_zip).resolve()
+        if zip_path == target or target in zip_path.parents or ws.path.resolve() in zip_path.parents:
+            raise WorkspaceError(
+                f"zip path '{zip_path}' is inside the export folder or the workspace; choose a path outside both."
+            )
+    rows = ws.manifest.list_augmentations(label=label, prompt=prompt, status=status, max_drift=max_drift)
+    folders = label_folders(r["label"] if r["label"] is not None else UNLABELLED for r in rows)
+    records: list[dict] = []
+    jobs: list[tuple[Path, dict]] = []
+    originals_done: dict[int, str] = {}
+    for r in rows:
+        folder = folders[r["label"] if r["label"] is not None else UNLABELLED]
+        dest = safe_join(target, folder, f"aug_{r['id']}.png")
+        jobs.append((dest, r))
+        records.append({"file_name": f"{folder}/{dest.name}", "label": r["label"], "prompt": r["prompt"],
+                        "mask": r["mask"], "fractal": r["fractal"], "lam": r["lam"], "seed": r["seed"],
+                        "source": r["source_path"], "kind": "augmented", "augmentation_id": r["id"],
+                        "source_id": r["source_id"], "status": r["status"], "drift": r["drift"],
+                        "prompt_text": r["prompt_text"], "model": r["model"]})
+        if include_originals and r["source_id"] not in originals_done:
+            odest = safe_join(target, folder, f"orig_{r['source_id']}.png")
+            odest.parent.mkdir(exist_ok=True)
+            odest.write_bytes(ws.store.read_bytes(r["source_image_path"]))
+            originals_done[r["source_id"]] = f"{folder}/{odest.name}"
+            records.append({"file_name": originals_done[r["source_id"]], "label": r["label"], "prompt": "",
+                            "mask": "", "fractal": "", "lam": "", "seed": "", "source": r["source_path"],
+                            "kind": "original", "augmentation_id": "", "source_id": r["source_id"], "status": "",
+                            "drift": "", "prompt_text": "", "model": ""})
+
+    def write_final(job: tuple[Path, dict]) -> None:
+        dest, row = job
+        dest.parent.mkdir(exist_ok=True)
+        data = (ws.store.read_bytes(row["path"]) if row.get("path")
+                else encode_png(ws.final_image(row), compress_level=PNG_COMPRESS_LEVEL))
+        dest.write_bytes(data)
+
+    with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="export") as pool:
+        list(pool.map(write_final, jobs))
+    with open(safe_join(target, "metadata.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)
+        writer.writeheader()
+        writer.writerows(records)
+    _write_export_manifest(ws, target / MANIFEST_NAME, rows, records, status=status)
+    if zip_path is not None:
+        _remember_zip_folder(ws, zip_path.parent.resolve())
+        _zip_folder(target, zip_path)
+    filters = {"status": status, "label": label, "prompt": prompt, "max_drift": max_drift,
+               "include_originals": include_originals}
+    with ws.manifest.session() as db, write(db):
+        export_id = db["exports"].insert(
+            {"created_at": now(), "path": str(target), "zip_path": str(zip_path) if zip_path else None,
+             "count": len(rows), "originals": len(originals_done), "status_filter": status,
+             "filters": json.dumps(filters, ensure_ascii=False)}
+        ).last_pk
+    log.info("exported %d augmentation(s) to %s", len(rows), target)
+    return ExportResult(path=target, count=len(rows), zip_path=zip_path, originals=len(originals_done),
+                        export_id=export_id)
+
+
+def dead_export_temps(ws: Workspace) -> list[Path]:
+    """Temp zips of killed exports: temp files of dead writers in the folders exports of `ws` write zips to.
+
+    A folder is recorded in the manifest (``meta``) before the first temp zip is written there, so the folder of an
+    export killed before it was ever recorded as done is known too.
+    """
+    folders = set()
+    with ws.manifest.session() as db:
+        for (key,) in db.execute("SELECT key FROM meta WHERE substr(key, 1, ?) = ?",
+                                 [len(_FOLDER_KEY), _FOLDER_KEY]):
+            folders.add(Path(key[len(_FOLDER_KEY):]))
+    for row in ws.manifest.list_exports():
+        for key in ("zip_path", "path"):
+            if row.get(key):
+                folders.add(Path(row[key]).parent)
+    return [path for folder in sorted(folders) if folder.is_dir() for path in dead_temp_files(folder.iterdir())]
+
+
+def remove_dead_export_temps(ws: Workspace) -> int:
+    """Delete the temp zips killed exports left behind (:func:`dead_export_temps`); returns the count."""
+    removed = 0
+    for path in dead_export_temps(ws):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def _remember_zip_folder(ws: Workspace, folder: Path) -> None:
+    """Record the folder a temp zip is about to be written to, so clean-up finds it even if this export is killed."""
+    with ws.manifest.session() as db, write(db):
+        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", [_FOLDER_KEY + str(folder), now()])
+
+
+def _prepare_export_dir(ws: Workspace, to: Path, *, overwrite: bool) -> Path:
+    """Validate the export target and make it ready (empty, or a previous export cleared with overwrite)."""
+    if "\x00" in str(to):
+        raise WorkspaceError(f"export path {str(to)!r} contains a NUL character; choose a plain folder path.")
+    target = to.resolve()
+    workspace = ws.path.resolve()
+    if target == workspace or workspace in target.parents or target in workspace.parents:
+        raise WorkspaceError(
+            f"export folder '{target}' overlaps the workspace '{workspace}'; export to a folder outside it."
+        )
+    if target.exists() and not target.is_dir():
+        raise WorkspaceError(f"export target '{target}' is a file; pass a folder.")
+    if target.exists() and any(target.iterdir()):
+        if not overwrite:
+            raise WorkspaceError(
+                f"export folder '{target}' is not empty; choose an empty folder or pass --overwrite."
+            )
+        _clear_previous_export(target)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _write_export_manifest(ws: Workspace, path: Path, rows: list[dict], records: list[dict], *, status: str) -> None:
+    """A manifest.sqlite next to the export holding just its rows (and their sources and generations).
+
+    It names no server path: the workspace appears by its folder name only.
+    """
+    ids = [r["id"] for r in rows]
+    if path.exists():
+        path.unlink()
+    out = sqlite_utils.Database(sqlite3.connect(path))
+    try:
+        with ws.manifest.session() as db:
+            for table, values in (
+                ("augmentations", ids),
+                ("sources", sorted({r["source_id"] for r in rows})),
+                ("generations", sorted({r["generation_id"] for r in rows})),
+            ):
+                ddl = db.execute("SELECT sql FROM sqlite_master WHERE name = ?", [table]).fetchone()[0]
+                out.execute(ddl)
+                for start in range(0, len(values), 500):
+                    chunk = values[start : start + 500]
+                    selected = db.query(f"SELECT * FROM {table} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                    out[table].insert_all(selected)
+            prompts = list(db.query("SELECT * FROM prompts"))
+        with out.atomic():
+            out["augmentations"].add_column("file_name", str)
+            files = {rec["augmentation_id"]: rec["file_name"] for rec in records if rec["kind"] == "augmented"}
+            for aug_id, file_name in files.items():
+                out.execute("UPDATE augmentations SET file_name = ? WHERE id = ?", [file_name, aug_id])
+            if prompts:
+                out["prompts"].insert_all(prompts, pk="position")
+            out["export_info"].insert({"created_at": now(), "workspace": ws.path.resolve().name,
+                                       "status_filter": status, "count": len(rows)})
+    finally:
+        out.conn.close()
+
+
+def _clear_previous_export(target: Path) -> None:
+    """With --overwrite: remove the files a previous export wrote (listed in its metadata.csv)."""
+    metadata = target / "metadata.csv"
+    if not metadata.exists():
+        return  # not one of ours: files with our names are replaced, others are left alone
+    with open(metadata, newline="", encoding="utf-8") as f:
+        names = [row.get("file_name", "") for row in csv.DictReader(f)]
+    folders = set()
+    for name in names:
+        parts = Path(name).parts
+        if len(parts) != 2:
+            continue
+        with contextlib.suppress(WorkspaceError, FileNotFoundError):
+            safe_join(target, *parts).unlink()
+            folders.add(parts[0])
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            (target / folder).rmdir()  # only if now empty
+    for name in ("metadata.csv", MANIFEST_NAME):
+        with contextlib.suppress(FileNotFoundError):
+            (target / name).unlink()
+
+
+def _zip_folder(folder: Path, zip_path: Path) -> None:
+    """Zip `folder` as ``<folder name>/...`` into `zip_path`, atomically; dead exports' temp zips go first."""
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temp_files(zip_path.parent.iterdir())
+    with atomic_target(zip_path, durable=False) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are already compressed
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    zf.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
