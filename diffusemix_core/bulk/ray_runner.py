@@ -186,7 +186,7 @@ def _connect(ray_module, address: str | None) -> None:
     _check_reachable(address)
     # The engine's own code travels with the job (the cluster needs only the requirements installed), and so does
     # this process's model download policy (model_loading.py): workers load the model as this process would.
-    runtime_env: dict[str, Any] = {"py_modules": [str(Path(__file__).resolve().parent)]}
+    runtime_env: dict[str, Any] = {"py_modules": [str(Path(__file__).resolve().parents[1])]}
     env_vars = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     if env_vars:
         runtime_env["env_vars"] = env_vars

@@ -35,7 +35,7 @@ __all__ = ["FRACTAL_KINDS", "DEFAULT_FRACTAL_DIR", "generate_fractal", "fit_to",
 log = logging.getLogger(__name__)
 
 FRACTAL_KINDS: tuple[str, ...] = ("ifs", "julia", "mandelbrot")
-DEFAULT_FRACTAL_DIR: Path = Path(__file__).resolve().parent.parent / "fractals"
+DEFAULT_FRACTAL_DIR: Path = Path(__file__).resolve().parents[2] / "fractals"
 # procedural libraries cycle through this pattern: half IFS (PixMix-like), half escape-time
 _LIBRARY_PATTERN: tuple[str, ...] = ("ifs", "julia", "ifs", "mandelbrot")
 

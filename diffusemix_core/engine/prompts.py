@@ -48,7 +48,7 @@ MAX_TEMPLATE_CHARS = 300
 MAX_RENDERED_CHARS = 400  # template and prompt together; far beyond what the text encoder reads anyway
 TEXT_ENCODER_MAX_TOKENS = 77  # CLIP's context, start and end tokens included
 PLACEHOLDER = "{prompt}"
-DEFAULT_PROMPTS_PATH: Path = Path(__file__).resolve().parent.parent / "prompts" / "default.json"
+DEFAULT_PROMPTS_PATH: Path = Path(__file__).resolve().parents[2] / "prompts" / "default.json"
 
 
 @dataclass
