@@ -240,11 +240,14 @@ def fit_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     src_h, src_w = image.shape[:2]
     if (src_h, src_w) == (height, width):
         return image.copy()
+    # The cover-then-crop is done as one resize of the source box that the crop would keep, so no intermediate is
+    # larger than the output (fitting a 256² fractal to a 1x40000 strip once made a 40000² array).
     scale = max(height / src_h, width / src_w)
     new_w, new_h = max(width, round(src_w * scale)), max(height, round(src_h * scale))
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC))
     top, left = (new_h - height) // 2, (new_w - width) // 2
-    return np.ascontiguousarray(resized[top:top + height, left:left + width])
+    sx, sy = new_w / src_w, new_h / src_h
+    box = (left / sx, top / sy, (left + width) / sx, (top + height) / sy)
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC, box=box)).copy()
 
 
 def _frozen_rgb(array: np.ndarray) -> np.ndarray:

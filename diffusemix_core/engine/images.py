@@ -27,13 +27,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import BadArgumentError, BadImageError
 
 __all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageSource", "load_image", "save_png", "to_pil",
-           "is_image_path", "image_key", "encode_png", "IGNORED_DIRS"]
+           "is_image_path", "image_key", "encode_png", "IGNORED_DIRS", "MAX_ASPECT", "check_image_shape"]
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 IGNORED_DIRS: frozenset[str] = frozenset({"__MACOSX"})  # folders of metadata, never class folders (nor are hidden ones)
 DEFAULT_MAX_PIXELS = 64_000_000
+MAX_ASPECT = 20  # long side / short side: beyond it an image is a strip, not a photo (and would blow up resizes)
 
 ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
 
@@ -90,11 +91,19 @@ def _open_and_decode(handle: io.IOBase, path: Path | None, max_pixels: int) -> n
         return _decode(image, path, max_pixels)
 
 
-def _decode(image: Image.Image, path: str | Path | None, max_pixels: int) -> np.ndarray:
-    """Check the header size, decode frame 0, apply EXIF orientation, convert to RGB uint8."""
-    width, height = image.size
+def check_image_shape(width: int, height: int, path: str | Path | None = None) -> None:
+    """Raise BadImageError unless (width, height) has pixels and an aspect ratio within 1:MAX_ASPECT."""
     if width <= 0 or height <= 0:
         raise BadImageError(path, f"the image has no pixels ({width}x{height})")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise BadImageError(path, f"the image is {width}x{height}, an aspect ratio beyond 1:{MAX_ASPECT}; crop it "
+                                  "to a less extreme shape first")
+
+
+def _decode(image: Image.Image, path: str | Path | None, max_pixels: int) -> np.ndarray:
+    """Check the header size and shape, decode frame 0, apply EXIF orientation, convert to RGB uint8."""
+    width, height = image.size
+    check_image_shape(width, height, path)
     if width * height > max_pixels:
         raise BadImageError(
             path,
@@ -175,6 +184,7 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or 0 in array.shape:
         raise BadImageError(None, f"array of shape {array.shape} is not an image (use (h, w), (h, w, 3) or "
                                   "(h, w, 4))")
+    check_image_shape(array.shape[1], array.shape[0])
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * np.uint8(255)
     elif array.dtype == np.uint16:
