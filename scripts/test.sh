@@ -16,4 +16,6 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 command -v chromium >/dev/null 2>&1 || { echo "chromium is missing: the browser test cannot run" >&2; exit 1; }
 
+# The house by layer (.importlinter): an upward import or an import circle fails here, with its line.
+lint-imports --no-logo
 exec python -m pytest "$@"
