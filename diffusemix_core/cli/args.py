@@ -146,9 +146,9 @@ def add_library_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prompts", default=None,
                    help='comma-separated prompts that replace the library, e.g. "autumn,snowy"')
     g.add_argument("--prompt-file", type=Path, default=None,
-                   help="a prompt library file (.json or .toml, the format of prompts/default.json)")
+                   help="a prompt library file (.json or .toml, the format of the shipped assets/prompts/default.json)")
     g.add_argument("--fractal-dir", type=Path, default=None,
-                   help="a folder of fractal images (default: the shipped procedural set in fractals/)")
+                   help="a folder of fractal images (default: the shipped procedural set in assets/fractals/)")
 
 
 def prompt_library_from_args(args: argparse.Namespace, fallback=None):

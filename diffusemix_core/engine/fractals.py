@@ -35,7 +35,7 @@ __all__ = ["FRACTAL_KINDS", "DEFAULT_FRACTAL_DIR", "generate_fractal", "fit_to",
 log = logging.getLogger(__name__)
 
 FRACTAL_KINDS: tuple[str, ...] = ("ifs", "julia", "mandelbrot")
-DEFAULT_FRACTAL_DIR: Path = Path(__file__).resolve().parent.parent / "fractals"
+DEFAULT_FRACTAL_DIR: Path = Path(__file__).resolve().parents[1] / "assets" / "fractals"
 # procedural libraries cycle through this pattern: half IFS (PixMix-like), half escape-time
 _LIBRARY_PATTERN: tuple[str, ...] = ("ifs", "julia", "ifs", "mandelbrot")
 
@@ -317,7 +317,7 @@ class FractalLibrary:
 
     @classmethod
     def default(cls) -> "FractalLibrary":
-        """The shipped ``fractals/`` folder; falls back to ``procedural(32, seed=0)`` if it is missing."""
+        """The shipped ``assets/fractals/`` folder; falls back to ``procedural(32, seed=0)`` if it is missing."""
         if DEFAULT_FRACTAL_DIR.is_dir() and any(is_image_path(p) for p in DEFAULT_FRACTAL_DIR.iterdir()):
             return cls.from_folder(DEFAULT_FRACTAL_DIR)
         log.warning("shipped fractal folder %s not found; generating 32 fractals in memory", DEFAULT_FRACTAL_DIR)

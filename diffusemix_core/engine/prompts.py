@@ -1,6 +1,6 @@
 """Prompt library: the paper's filter-like prompts and the template, in a hand-editable JSON or TOML file.
 
-File format (``prompts/default.json``)::
+File format (``diffusemix_core/assets/prompts/default.json``)::
 
     {"template": "A transformed version of image into {prompt}",
      "prompts": [{"text": "autumn", "enabled": true}, ...]}
@@ -48,7 +48,7 @@ MAX_TEMPLATE_CHARS = 300
 MAX_RENDERED_CHARS = 400  # template and prompt together; far beyond what the text encoder reads anyway
 TEXT_ENCODER_MAX_TOKENS = 77  # CLIP's context, start and end tokens included
 PLACEHOLDER = "{prompt}"
-DEFAULT_PROMPTS_PATH: Path = Path(__file__).resolve().parent.parent / "prompts" / "default.json"
+DEFAULT_PROMPTS_PATH: Path = Path(__file__).resolve().parents[1] / "assets" / "prompts" / "default.json"
 
 
 @dataclass
@@ -69,7 +69,7 @@ class PromptLibrary:
     # constructors ---------------------------------------------------------------------------------------------
     @classmethod
     def default(cls) -> "PromptLibrary":
-        """``prompts/default.json`` (the paper's nine prompts); the built-in copy if the file is not there."""
+        """``assets/prompts/default.json`` (the paper's nine prompts); the built-in copy if the file is not there."""
         if DEFAULT_PROMPTS_PATH.is_file():
             return cls.load(DEFAULT_PROMPTS_PATH)
         return cls.from_texts(PAPER_PROMPTS)
@@ -88,14 +88,14 @@ class PromptLibrary:
         """Parse ``{"template": ..., "prompts": [...]}`` and validate; errors name ``source``."""
         if not isinstance(data, dict):
             raise BadPromptError(f"{source} must be a mapping with 'template' and 'prompts', got "
-                                 f"{type(data).__name__}; see prompts/default.json for the format.")
+                                 f"{type(data).__name__}; see diffusemix_core/assets/prompts/default.json for the format.")
         unknown = set(data) - {"template", "prompts"}
         if unknown:
             raise BadPromptError(f"{source} has unknown keys {sorted(unknown)}; only 'template' and 'prompts' "
                                  "are allowed.")
         prompts = data.get("prompts")
         if not isinstance(prompts, list):
-            raise BadPromptError(f"{source} needs a 'prompts' list; see prompts/default.json for the format.")
+            raise BadPromptError(f"{source} needs a 'prompts' list; see diffusemix_core/assets/prompts/default.json for the format.")
         entries = []
         for i, item in enumerate(prompts):
             if isinstance(item, str):

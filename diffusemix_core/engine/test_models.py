@@ -37,7 +37,7 @@ TEST_MODELS = ("tiny-random", "random-full")
 UNTRAINED_NOTE = "untrained test model: its generated images are noise by design, not edits"
 TEST_SCORERS = ("tiny-random-clip",)
 UNTRAINED_SCORER_NOTE = "untrained test scorer: its label scores are random by design and say nothing about the image"
-TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "tiny_tokenizer"
+TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny_tokenizer"
 
 # Stable Diffusion 1.x noise schedule (what timbrooks/instruct-pix2pix ships), used by the test models.
 _SD_SCHEDULE = dict(
