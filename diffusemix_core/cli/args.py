@@ -11,8 +11,8 @@ import argparse
 from pathlib import Path
 
 __all__ = ["MAX_IDS", "MAX_ROW_ID", "add_library_arguments", "add_model_arguments", "add_scorer_arguments",
-           "add_workspace_argument", "fractal_library_from_args", "id_list", "joined_ids", "prompt_library_from_args",
-           "row_id", "scorer_ref", "settings_from_args", "whole_number"]
+           "add_workspace_argument", "check_row_id", "fractal_library_from_args", "id_list", "joined_ids",
+           "prompt_library_from_args", "row_id", "scorer_ref", "settings_from_args", "whole_number"]
 
 MAX_ROW_ID = 2**63 - 1  # SQLite stores integers in 64 bits: a larger id can name no row
 MAX_IDS = 32766  # SQLite's default limit on the values one statement takes: more ids cannot be looked up at once
@@ -60,14 +60,14 @@ def id_list(text: str) -> list[int]:
             if not part:
                 continue
             if "-" in part.strip("-"):
-                low, high = (row_id(end) for end in part.split("-", 1))
+                low, high = (check_row_id(int(end)) for end in part.split("-", 1))
                 if high - low + 1 > MAX_IDS:
                     raise argparse.ArgumentTypeError(
                         f"the range {part} holds {high - low + 1} ids, more than the {MAX_IDS} one command can name; "
                         "narrow it, or select by --label, --prompt or --max-drift instead")
                 out.extend(range(low, high + 1))
             else:
-                out.append(row_id(part))
+                out.append(check_row_id(int(part)))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected ids like 3, 3,4,9 or 3-7, got {text!r}") from None
     return out

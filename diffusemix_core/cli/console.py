@@ -8,10 +8,11 @@ import signal
 import sys
 import threading
 
-__all__ = ["EXIT_BROKEN_PIPE", "EXIT_ERROR", "EXIT_INTERRUPTED", "install_sigint", "print_run_scores",
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "install_sigint", "print_run_scores",
            "scorer_note"]
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # a bad command line (argparse's status)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`
 

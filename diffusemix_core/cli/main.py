@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 from . import curation, preview, train, workspace
-from .console import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED
+from .console import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE
 from .failures import failure_message
 
 __all__ = ["build_parser", "main"]
@@ -22,8 +22,16 @@ __all__ = ["build_parser", "main"]
 CONSOLE_SCRIPT = "diffusemix"  # pyproject.toml's [project.scripts]
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line too, naming the argument and the value; the usage itself is one ``--help`` away.
+    (The subcommands' parsers are of this class as well: argparse makes them of their parent's class.)"""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=CONSOLE_SCRIPT if os.path.basename(sys.argv[0]) == CONSOLE_SCRIPT else "python -m diffusemix_core",
         description="DiffuseMix Studio: label-preserving diffusion augmentation (DiffuseMix, CVPR 2024).",
     )
