@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import tomllib
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 
 def test_python_api_example_runs_as_written(readme_python_block, monkeypatch):
