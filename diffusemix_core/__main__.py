@@ -1,4 +1,4 @@
-"""``python -m diffusemix_core``: see cli.py."""
+"""``python -m diffusemix_core``, the same as the installed ``diffusemix`` command: see ``cli/main.py``."""
 
 import sys
 

@@ -50,7 +50,7 @@ class ModelUnavailableError(DiffuseMixError):
             detail = (
                 f"Model '{model}' is not available on this machine and cannot be downloaded now; "
                 "pass --model PATH to a local diffusers folder, or download it once on a connected machine "
-                "(e.g. `huggingface-cli download timbrooks/instruct-pix2pix`)."
+                f"(`hf download {model}`)."
             )
         super().__init__(detail)
 

@@ -14,21 +14,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from diffusemix_core.cli.main import main
-from diffusemix_core.engine.test_models import UNTRAINED_SCORER_NOTE, build_tiny_random_clip
 from diffusemix_core.curation.queries import REPORT_COLUMNS
+from diffusemix_core.engine.test_models import UNTRAINED_SCORER_NOTE
+from helpers import TINY, run_main, save_tiny_clip
 
-TINY = ["--model", "tiny-random", "--resolution", "64", "--steps", "2"]
 CLASSES = ("golden_retriever", "tabby-cat")
 PER_IMAGE = 3
 IMAGES = 3 * len(CLASSES)
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def rows(ws: Path, query: str, params=()) -> list[tuple]:
@@ -95,43 +87,25 @@ def augment_args(train: Path, ws: Path, *extra) -> list:
 
 
 @pytest.fixture(scope="module")
-def scored_ws(train, tmp_path_factory, capsys_module):
+def scored_ws(train, tmp_path_factory):
     ws = tmp_path_factory.mktemp("scored") / "ws"
-    code, out, err = capsys_module(*augment_args(train, ws))
+    code, out, err = run_main(*augment_args(train, ws))
     assert code == 0, err
     return ws, out
 
 
 @pytest.fixture(scope="module")
-def plain_ws(train, tmp_path_factory, capsys_module):
+def plain_ws(train, tmp_path_factory):
     ws = tmp_path_factory.mktemp("plain") / "ws"
-    code, out, err = capsys_module(*augment_args(train, ws, "--scorer", "none"))
+    code, out, err = run_main(*augment_args(train, ws, "--scorer", "none"))
     assert code == 0, err
     return ws, out
-
-
-@pytest.fixture(scope="module")
-def capsys_module():
-    """cli() for module fixtures (capsys is function-scoped): output captured by redirecting stdout/stderr."""
-    import contextlib
-    import io
-
-    def run(*args):
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main([str(a) for a in args])
-        return code, out.getvalue(), err.getvalue()
-
-    return run
 
 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory):
     """A second CLIP-style scorer: the tiny one, saved the way a downloaded snapshot is laid out."""
-    folder = tmp_path_factory.mktemp("clip")
-    for part in build_tiny_random_clip():
-        part.save_pretrained(folder)
-    return folder
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 # ------------------------------------------------------------------------------------------------ augment, score
@@ -151,10 +125,10 @@ def test_augment_stores_scores_of_every_image(scored_ws):
     assert json.loads(meta["class_labels"]) == list(CLASSES)
 
 
-def test_score_fills_a_workspace_made_without_scores_and_then_does_nothing(plain_ws, scored_ws, capsys, tmp_path):
+def test_score_fills_a_workspace_made_without_scores_and_then_does_nothing(plain_ws, scored_ws, tmp_path):
     ws = copy(plain_ws[0], tmp_path)
     assert "scores:" not in plain_ws[1] and rows(ws, "SELECT count(*) FROM scores") == [(0,)]
-    code, out, _ = cli(capsys, "score", "--workspace", ws, "--no-progress", "--batch-size", 7)
+    code, out, _ = run_main("score", "--workspace", ws, "--no-progress", "--batch-size", 7)
     n = IMAGES * PER_IMAGE
     assert code == 0 and f"scored {n} augmentation(s) and {n} generated image(s) with tiny-random-clip (scorer #1)" \
         in out and UNTRAINED_SCORER_NOTE in out
@@ -164,42 +138,42 @@ def test_score_fills_a_workspace_made_without_scores_and_then_does_nothing(plain
         assert [r[:3] + r[4:] for r in made_later] == [r[:3] + r[4:] for r in made_in_run]
         assert np.allclose([r[3] for r in made_later], [r[3] for r in made_in_run], atol=1e-5)
     before = rows(ws, "SELECT * FROM scores ORDER BY 1, 2, 3, 4")
-    code, out, _ = cli(capsys, "score", "--workspace", ws, "--no-progress")
+    code, out, _ = run_main("score", "--workspace", ws, "--no-progress")
     assert code == 0 and out.startswith("nothing to score")
     assert rows(ws, "SELECT * FROM scores ORDER BY 1, 2, 3, 4") == before
 
 
-def test_a_second_scorer_adds_rows_and_keeps_the_first(scored_ws, clip_folder, capsys, tmp_path):
+def test_a_second_scorer_adds_rows_and_keeps_the_first(scored_ws, clip_folder, tmp_path):
     ws = copy(scored_ws[0], tmp_path)
     first, flags = scores_of(ws, 1), scores_of(ws, 2)
-    code, out, _ = cli(capsys, "score", "-w", ws, "--scorer", clip_folder, "--no-progress")
+    code, out, _ = run_main("score", "-w", ws, "--scorer", clip_folder, "--no-progress")
     n = IMAGES * PER_IMAGE
     assert code == 0 and f"scored {n} augmentation(s) and {n} generated image(s) with {clip_folder} (scorer #3)" in out
     assert UNTRAINED_SCORER_NOTE not in out  # a folder is the user's model
     assert scores_of(ws, 1) == first and scores_of(ws, 2) == flags  # untouched; the flags were there already
     assert len(scores_of(ws, 3)) == 2 * 3 * n
     # the report reads the latest scorer unless told otherwise
-    _, out, _ = cli(capsys, "report", "-w", ws)
+    _, out, _ = run_main("report", "-w", ws)
     assert f"label scores by {clip_folder} (scorer #3)" in out
-    _, out, _ = cli(capsys, "report", "-w", ws, "--scorer", "tiny-random-clip")
+    _, out, _ = run_main("report", "-w", ws, "--scorer", "tiny-random-clip")
     assert "label scores by tiny-random-clip (scorer #1)" in out and UNTRAINED_SCORER_NOTE in out
 
 
-def test_a_mapping_file_renames_the_classes_and_is_remembered(plain_ws, capsys, tmp_path):
+def test_a_mapping_file_renames_the_classes_and_is_remembered(plain_ws, tmp_path):
     ws = copy(plain_ws[0], tmp_path)
     mapping = tmp_path / "classes.txt"
     mapping.write_text("golden_retriever dog of gold, goldie\ntabby-cat striped cat\n", encoding="utf-8")
-    code, out, _ = cli(capsys, "score", "-w", ws, "--class-map", mapping, "--no-progress")
+    code, out, _ = run_main("score", "-w", ws, "--class-map", mapping, "--no-progress")
     assert code == 0
     settings = json.loads(rows(ws, "SELECT settings FROM scorers WHERE kind = 'label'")[0][0])
     assert settings["class_names"] == {"golden_retriever": "dog of gold", "tabby-cat": "striped cat"}
     assert {t for t, in rows(ws, "SELECT text FROM scores WHERE metric = 'top_prob'")} <= {"dog of gold",
                                                                                            "striped cat"}
     assert json.loads(dict(rows(ws, "SELECT key, value FROM meta"))["class_map"]) == settings["class_names"]
-    code, out, _ = cli(capsys, "score", "-w", ws, "--no-progress")  # the remembered mapping: the same scorer
+    code, out, _ = run_main("score", "-w", ws, "--no-progress")  # the remembered mapping: the same scorer
     assert code == 0 and out.startswith("nothing to score")
     mapping.write_text("golden_retriever\n", encoding="utf-8")
-    code, _, err = cli(capsys, "score", "-w", ws, "--class-map", mapping)
+    code, _, err = run_main("score", "-w", ws, "--class-map", mapping)
     assert code == 1 and "line 1" in err and "has no name" in err and "Traceback" not in err
 
 
@@ -215,10 +189,10 @@ def _counts(out: str, title: str) -> dict[str, int]:
     return counts
 
 
-def test_review_auto_dry_run_counts_equal_the_real_run(scored_ws, capsys, tmp_path):
+def test_review_auto_dry_run_counts_equal_the_real_run(scored_ws, tmp_path):
     ws = copy(scored_ws[0], tmp_path)
-    assert cli(capsys, "review", "-w", ws, "--approve", "--ids", "1", "2")[0] == 0  # people's decisions first
-    assert cli(capsys, "review", "-w", ws, "--reject", "--ids", "3")[0] == 0
+    assert run_main("review", "-w", ws, "--approve", "--ids", "1", "2")[0] == 0  # people's decisions first
+    assert run_main("review", "-w", ws, "--reject", "--ids", "3")[0] == 0
     # one A made blank by hand, so that --reject-flagged has something to find
     conn = sqlite3.connect(ws / "manifest.sqlite")
     with conn:
@@ -234,13 +208,13 @@ def test_review_auto_dry_run_counts_equal_the_real_run(scored_ws, capsys, tmp_pa
     statuses = rows(ws, "SELECT id, status FROM augmentations ORDER BY id")
 
     auto = ["review", "-w", ws, "--auto", "--min-label-prob", p, "--max-drift", d, "--reject-flagged"]
-    code, dry, _ = cli(capsys, *auto, "--dry-run")
+    code, dry, _ = run_main(*auto, "--dry-run")
     assert code == 0 and "dry run: nothing changed" in dry and UNTRAINED_SCORER_NOTE in dry
     assert f"would reject {len(breaks)} of {len(pending)} pending augmentation(s) (reject_flagged 1," in dry
     assert rows(ws, "SELECT id, status FROM augmentations ORDER BY id") == statuses
     assert rows(ws, "SELECT count(*) FROM review_batches WHERE origin = 'auto'") == [(0,)]
 
-    code, real, _ = cli(capsys, *auto)
+    code, real, _ = run_main(*auto)
     assert code == 0 and f"{len(breaks)} augmentation(s) rejected" in real
     (batch, origin, note), = rows(ws, "SELECT id, origin, filters FROM review_batches WHERE origin = 'auto'")
     note = json.loads(note)["note"]
@@ -254,7 +228,7 @@ def test_review_auto_dry_run_counts_equal_the_real_run(scored_ws, capsys, tmp_pa
         assert _counts(dry, title) == _counts(real, title) == changed.groupby(title).size().to_dict()
     assert rows(ws, "SELECT status FROM augmentations WHERE id IN (1, 2, 3) ORDER BY id") == [
         ("approved",), ("approved",), ("rejected",)]  # people's decisions are not judged by rules
-    code, out, _ = cli(capsys, "review", "-w", ws, "--undo")  # one decision: one undo
+    code, out, _ = run_main("review", "-w", ws, "--undo")  # one decision: one undo
     assert code == 0 and f"{len(breaks)} restored" in out
     assert rows(ws, "SELECT id, status FROM augmentations ORDER BY id") == statuses
 
@@ -266,29 +240,29 @@ def test_review_auto_dry_run_counts_equal_the_real_run(scored_ws, capsys, tmp_pa
     (["--auto", "--min-label-prob", "2"], "must be in [0, 1]"),
     (["--auto", "--min-label-prob", "0.2", "--scorer", "other-clip"], "no scores from scorer 'other-clip'"),
 ])
-def test_review_auto_errors_are_one_line(scored_ws, capsys, args, message):
-    code, _, err = cli(capsys, "review", "-w", scored_ws[0], *args)
+def test_review_auto_errors_are_one_line(scored_ws, args, message):
+    code, _, err = run_main("review", "-w", scored_ws[0], *args)
     assert code == 1 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_review_auto_without_scores_says_what_to_run(plain_ws, capsys):
-    code, _, err = cli(capsys, "review", "-w", plain_ws[0], "--auto", "--reject-flagged", "--dry-run")
+def test_review_auto_without_scores_says_what_to_run(plain_ws):
+    code, _, err = run_main("review", "-w", plain_ws[0], "--auto", "--reject-flagged", "--dry-run")
     assert code == 1 and "run `python -m diffusemix_core score" in err
 
 
 # ------------------------------------------------------------------------------------------------ report
-def test_report_table_and_csv_match_the_tables(scored_ws, capsys, tmp_path):
+def test_report_table_and_csv_match_the_tables(scored_ws, tmp_path):
     ws = copy(scored_ws[0], tmp_path)
-    assert cli(capsys, "review", "-w", ws, "--approve", "--ids", "1-5")[0] == 0
-    assert cli(capsys, "review", "-w", ws, "--reject", "--ids", "6-8")[0] == 0
-    assert cli(capsys, "review", "-w", ws, "--reject", "--ids", "9-12")[0] == 0
-    assert cli(capsys, "review", "-w", ws, "--undo")[0] == 0  # 9-12 pending again: no verdict
-    assert cli(capsys, "review", "-w", ws, "--auto", "--max-drift", "0")[0] == 0  # rules' decisions: not counted
+    assert run_main("review", "-w", ws, "--approve", "--ids", "1-5")[0] == 0
+    assert run_main("review", "-w", ws, "--reject", "--ids", "6-8")[0] == 0
+    assert run_main("review", "-w", ws, "--reject", "--ids", "9-12")[0] == 0
+    assert run_main("review", "-w", ws, "--undo")[0] == 0  # 9-12 pending again: no verdict
+    assert run_main("review", "-w", ws, "--auto", "--max-drift", "0")[0] == 0  # rules' decisions: not counted
     data = augmentations(ws, 1)
     data["verdict"] = data.id.map({**{i: "approved" for i in range(1, 6)}, **{i: "rejected" for i in range(6, 9)}})
     for by_class in (False, True):
         csv_path = tmp_path / f"report-{by_class}.csv"
-        code, out, _ = cli(capsys, "report", "-w", ws, "--csv", csv_path, *(["--by-class"] if by_class else []))
+        code, out, _ = run_main("report", "-w", ws, "--csv", csv_path, *(["--by-class"] if by_class else []))
         assert code == 0 and UNTRAINED_SCORER_NOTE in out
         report = pd.read_csv(csv_path, keep_default_na=False, na_values=[""])
         keys = ["prompt", "label"] if by_class else ["prompt"]
@@ -312,17 +286,17 @@ def test_report_table_and_csv_match_the_tables(scored_ws, capsys, tmp_path):
         assert len(out.splitlines()) == 3 + len(report) + 1  # title, note, header, rows, "wrote ..."
 
 
-def test_report_on_a_workspace_without_scores(plain_ws, capsys):
-    code, out, _ = cli(capsys, "report", "-w", plain_ws[0])
+def test_report_on_a_workspace_without_scores(plain_ws):
+    code, out, _ = run_main("report", "-w", plain_ws[0])
     lines = out.splitlines()
     assert code == 0 and "no label scores yet (run `score`)" in lines[0] and lines[1].split()[:3] == [
         "prompt", "count", "scored"]
     assert len(lines) > 2 and all(re.search(r"\s\d+\s+0\s+-\s+-\s+-\s+\d\.\d{3}\s+-\s", line) for line in lines[2:])
 
 
-def test_an_unavailable_scorer_is_one_line_and_writes_no_scores(plain_ws, capsys):
+def test_an_unavailable_scorer_is_one_line_and_writes_no_scores(plain_ws):
     ws = plain_ws[0]
     before = rows(ws, "SELECT count(*) FROM scorers"), rows(ws, "SELECT count(*) FROM scores")
-    code, _, err = cli(capsys, "score", "-w", ws, "--scorer", "nobody/uncached-clip", "--no-progress")
+    code, _, err = run_main("score", "-w", ws, "--scorer", "nobody/uncached-clip", "--no-progress")
     assert code == 1 and "--scorer tiny-random-clip" in err and len(err.strip().splitlines()) == 1
     assert (rows(ws, "SELECT count(*) FROM scorers"), rows(ws, "SELECT count(*) FROM scores")) == before

@@ -23,29 +23,12 @@ import pytest
 from PIL import Image
 
 from diffusemix_core.cli import main as cli
+from diffusemix_core.errors import ModelUnavailableError
+from helpers import ROOT, TINY, cli_env, error_line, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", "tiny-random", "--resolution", "64", "--steps", "2"]
 # Failed images are listed one per line by `status`: this many, with long names, make its output several times a
 # pipe's 64 KiB, so `head -1` has exited long before `status` has written everything.
 BAD_FILES = 600
-
-
-def cli_env() -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-
-
-def run_cli(*args, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "diffusemix_core", *map(str, args)], capture_output=True,
-                          text=True, env=cli_env(), cwd=ROOT, timeout=timeout)
-
-
-def error_line(stderr: str) -> str:
-    """The one line a failure may print: 'error: ...', and nothing else, above all no traceback."""
-    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +84,62 @@ def test_verbose_keeps_the_traceback(ws):
     result = run_cli("--verbose", "status", "--workspace", ws)
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+# ids SQLite cannot hold, usage errors -------------------------------------------------------------------------
+BIG = "1" + "0" * 20  # 10**20: beyond SQLite's 64-bit integers (an OverflowError inside SQLite, once)
+
+
+@pytest.mark.parametrize("command, value", [
+    (["review", "--history", BIG], BIG),
+    (["review", "--history", "9" * 23], "9" * 23),
+    (["review", "--approve", "--ids", f"3,{BIG}"], BIG),
+    (["review", "--approve", "--ids", f"3-{BIG}"], BIG),
+    (["review", "--approve", "--ids", "-4"], "-4"),
+    (["review", "--auto", "--dry-run", "--scorer", f"#{BIG}"], BIG),
+    (["report", "--scorer", BIG], BIG),
+])
+def test_an_id_sqlite_cannot_hold_is_one_line_naming_it(made, command, value):
+    result = run_cli(command[0], "--workspace", made["ws"], *command[1:], timeout=60)
+    line = error_line(result.stderr)
+    assert result.returncode == 2
+    assert f"the id {value}:" in line and "9223372036854775807" in line and f"{command[0]} --help" in line
+
+
+def test_a_range_too_large_to_name_is_refused_before_it_is_counted_out(made):
+    """9e18 ids would take the memory of the machine if the range were expanded first."""
+    result = run_cli("review", "--workspace", made["ws"], "--approve", "--ids", "1-9000000000000000000", timeout=60)
+    line = error_line(result.stderr)
+    assert result.returncode == 2 and "1-9000000000000000000" in line and "32766" in line and "--label" in line
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["augment", "--per-image", "0"], ["--per-image", "got 0", "augment --help"]),
+    (["frobnicate"], ["invalid choice: 'frobnicate'", "python -m diffusemix_core --help"]),
+    (["review", "--approve", "--ids", "x"], ["--ids", "'x'", "3-7"]),
+])
+def test_a_usage_error_is_one_line_naming_the_value(args, fragments):
+    result = run_cli(*args, timeout=60)
+    line = error_line(result.stderr)
+    assert result.returncode == 2 and result.stdout == ""
+    for fragment in fragments:
+        assert fragment in line
+
+
+def test_history_of_an_item_without_decisions_says_so(ws):
+    result = run_cli("review", "--workspace", ws, "--history", "1", timeout=60)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout == "no decision on augmentation 1 yet: it is pending as it was made\n"
+    assert run_cli("review", "--workspace", ws, "--reject", "--ids", "1", timeout=60).returncode == 0
+    lines = run_cli("review", "--workspace", ws, "--history", "1", timeout=60).stdout.splitlines()
+    assert len(lines) == 1 and "pending -> rejected  (cli, decision #1)" in lines[0]
+
+
+def test_the_default_model_remedy_names_the_model_and_the_hf_command():
+    """huggingface_hub 2 installs `hf`, no longer `huggingface-cli`."""
+    message = str(ModelUnavailableError("someone/some-model"))
+    assert "'someone/some-model'" in message and "`hf download someone/some-model`" in message
+    assert "huggingface-cli" not in message and "\n" not in message
 
 
 # a read-only workspace ----------------------------------------------------------------------------------------

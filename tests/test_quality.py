@@ -11,6 +11,7 @@ from PIL import Image, ImageFilter
 
 from diffusemix_core.curation import quality
 from diffusemix_core.errors import BadArgumentError
+from diffusemix_core.engine.fractals import DEFAULT_FRACTAL_DIR
 from diffusemix_core.engine.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +94,7 @@ def test_low_information_is_cleanvisions_entropy_check():
 
 
 def test_real_looking_images_have_no_flags(textured, landscape, photo):
-    for image in (textured, landscape, photo, load_image(ROOT / "fractals" / "julia_005.png")):
+    for image in (textured, landscape, photo, load_image(DEFAULT_FRACTAL_DIR / "julia_005.png")):
         assert quality.flags(image) == [], quality.entropy(image)
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import tomllib
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 
 def test_python_api_example_runs_as_written(readme_python_block, monkeypatch):
@@ -27,3 +27,12 @@ def test_ci_runs_the_readme_test_command():
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "python -m pytest" in (ROOT / "scripts" / "test.sh").read_text(encoding="utf-8")
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+def test_the_readme_names_the_installed_command_pyproject_declares():
+    """`pip install .` gives `diffusemix` (tests/test_package.py installs it and runs it)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["scripts"] == {"diffusemix": "diffusemix_core.cli.main:main"}
+    assert project["build-system"]["build-backend"] == "setuptools.build_meta"
+    assert "`pip install .`" in readme and "`diffusemix <command>` is `python -m diffusemix_core <command>`" in readme

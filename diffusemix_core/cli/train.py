@@ -12,7 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .main import whole_number
+from .args import whole_number
+from .console import EXIT_INTERRUPTED
 
 __all__ = ["add_subcommand", "run_train"]
 
@@ -120,7 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
                             overwrite=args.overwrite, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"interrupted: the epochs finished so far are in {out / 'results.csv'}.", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     print(report.summary_md.read_text(encoding="utf-8").rstrip())
     print(f"\nwrote {report.results_csv}, {report.curves_png} and {report.summary_md}")
     return 0

@@ -1,4 +1,4 @@
-"""Workspace subcommands of ``python -m diffusemix_core``: ``augment``, ``status``, ``review``, ``export``.
+"""Workspace commands of ``python -m diffusemix_core``: ``augment``, ``status``, ``review``, ``check``, ``export``.
 
 Each handler takes the argparse namespace and returns an exit status; errors of the project's types propagate to
 ``cli.main``, which prints them in one line (the traceback with ``--verbose``).
@@ -14,17 +14,26 @@ import sys
 import threading
 from pathlib import Path
 
-from .curation import add_scorer_arguments, print_run_scores
 from ..engine.test_models import UNTRAINED_NOTE, is_test_model
-from .main import (
-    EXIT_ERROR,
+from .args import (
     add_library_arguments,
     add_model_arguments,
+    add_scorer_arguments,
+    add_workspace_argument,
     fractal_library_from_args,
+    id_list,
+    joined_ids,
     prompt_library_from_args,
+    row_id,
     settings_from_args,
     whole_number,
 )
+from .auto_review import add_auto_review_arguments, run_auto_review, wants_auto_review
+from .console import EXIT_ERROR, install_sigint, print_run_scores
+
+# augment's names for two shared helpers (augment is moving to cli/augment.py, which imports them by their own names)
+_workspace_argument = add_workspace_argument
+_install_sigint = install_sigint
 
 log = logging.getLogger(__name__)
 
@@ -32,31 +41,6 @@ __all__ = ["add_subcommands", "run_augment_command", "run_status", "run_review",
 
 
 _positive_int = whole_number(1)
-
-
-def _ids(text: str) -> list[int]:
-    """'3', '3,4,9' or '3-7' (inclusive) -> ids."""
-    out: list[int] = []
-    try:
-        for part in text.replace(" ", ",").split(","):
-            if not part:
-                continue
-            if "-" in part.strip("-"):
-                low, high = part.split("-", 1)
-                out.extend(range(int(low), int(high) + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected ids like 3, 3,4,9 or 3-7, got {text!r}") from None
-    return out
-
-
-def _workspace_argument(parser: argparse.ArgumentParser, *, must_exist: bool) -> None:
-    parser.add_argument("--workspace", "-w", type=Path, required=True,
-                        help="workspace folder (manifest.sqlite + images/)"
-                             + ("" if must_exist else "; created if missing"))
-    parser.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
-                        help="log details and show tracebacks (same as the global --verbose)")
 
 
 def add_subcommands(subparsers) -> None:
@@ -210,20 +194,6 @@ def run_augment_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_sigint(cancel: threading.Event):
-    """First Ctrl-C: finish the current batch and stop cleanly; second: interrupt at once."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        if cancel.is_set():
-            raise KeyboardInterrupt
-        cancel.set()
-        print("\nstopping after the current batch (Ctrl-C again to stop now)...", file=sys.stderr)
-
-    return signal.signal(signal.SIGINT, handler)
-
-
 # status ----------------------------------------------------------------------------------------------------
 def _add_status(subparsers) -> None:
     p = subparsers.add_parser(
@@ -232,7 +202,7 @@ def _add_status(subparsers) -> None:
         description="Print what a workspace holds: augmentations by status, label and prompt, and every source "
                     "image that could not be read, with the reason.",
     )
-    _workspace_argument(p, must_exist=True)
+    add_workspace_argument(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of tables")
     p.set_defaults(func=run_status)
 
@@ -280,7 +250,7 @@ def _add_review(subparsers) -> None:
                "python -m diffusemix_core review -w ws --undo; "
                "python -m diffusemix_core review -w ws --auto --min-label-prob 0.2 --reject-flagged --dry-run",
     )
-    _workspace_argument(p, must_exist=True)
+    add_workspace_argument(p)
     action = p.add_mutually_exclusive_group(required=True)
     action.add_argument("--approve", dest="new_status", action="store_const", const="approved",
                         help="mark the matching augmentations approved")
@@ -290,16 +260,16 @@ def _add_review(subparsers) -> None:
                         help="mark the matching augmentations pending again")
     action.add_argument("--undo", action="store_true",
                         help="revert the last bulk decision (items decided again since are left as they are)")
-    action.add_argument("--history", type=int, metavar="ID", default=None,
+    action.add_argument("--history", type=row_id, metavar="ID", default=None,
                         help="print every decision on augmentation ID")
-    from .curation import add_auto_review_arguments; add_auto_review_arguments(p, action)  # noqa: E702
+    add_auto_review_arguments(p, action)
     p.add_argument("--label", default=None, help="only this label (class folder name, exactly)")
     p.add_argument("--prompt", default=None, help="only this prompt (raw text, e.g. 'autumn')")
     p.add_argument("--max-drift", type=float, default=None,
                    help="only augmentations whose drift score (0 = Î like I, 1 = unrelated) is <= X; with --auto: "
                         "the rule 'reject when drift > X'")
     p.add_argument("--min-drift", type=float, default=None, help="only augmentations whose drift score is >= X")
-    p.add_argument("--ids", type=_ids, nargs="+", default=None,
+    p.add_argument("--ids", type=id_list, nargs="+", default=None,
                    help="only these augmentation ids: 3 4 9, 3,4,9 or ranges 3-7")
     p.add_argument("--only-pending", action="store_true", help="only augmentations that are still pending")
     p.set_defaults(func=run_review)
@@ -310,14 +280,16 @@ def run_review(args: argparse.Namespace) -> int:
     from ..workspace.folder import Workspace
 
     workspace = Workspace(args.workspace, create=False)
-    from .curation import run_auto_review, wants_auto_review
     if wants_auto_review(args):
         return run_auto_review(args, workspace)
     if args.history is not None:
-        workspace.manifest.get_augmentation(args.history)  # a clear error for an unknown id
-        for row in history(workspace.manifest, args.history):
+        augmentation = workspace.manifest.get_augmentation(args.history)  # a clear error for an unknown id
+        rows = history(workspace.manifest, args.history)
+        for row in rows:
             print(f"{row['created_at']}  {row['previous_status']} -> {row['status']}  ({row['origin']}"
                   f"{', bulk' if row['bulk'] else ''}, decision #{row['batch_id']})")
+        if not rows:
+            print(f"no decision on augmentation {args.history} yet: it is {augmentation['status']} as it was made")
         return 0
     if args.undo:
         undone = workspace.undo_last_review(origin="cli")
@@ -330,7 +302,7 @@ def run_review(args: argparse.Namespace) -> int:
               f"{batch['origin']} at {batch['created_at']}): {decision.changed} restored"
               + (f", {kept} left as they are (decided again since)" if kept else ""))
         return 0
-    ids = None if args.ids is None else [i for group in args.ids for i in group]
+    ids = joined_ids(args.ids)
     decision = workspace.review(
         args.new_status, origin="cli", label=args.label, prompt=args.prompt, max_drift=args.max_drift,
         min_drift=args.min_drift, ids=ids, current_status="pending" if args.only_pending else None,
@@ -350,7 +322,7 @@ def _add_check(subparsers) -> None:
                     "Exit status 0 when all is well, 1 otherwise. --fix removes orphans and dead temp files after "
                     "the report (never when the manifest itself is damaged).",
     )
-    _workspace_argument(p, must_exist=True)
+    add_workspace_argument(p)
     p.add_argument("--fix", action="store_true", help="after the report, remove orphans and dead writers' temp files")
     p.set_defaults(func=run_check)
 
@@ -388,7 +360,7 @@ def _add_export(subparsers) -> None:
                     "seed, source, ...: Hugging Face `imagefolder` loads it as is) and DIR/manifest.sqlite with just "
                     "the exported rows. Nothing is ever written outside DIR.",
     )
-    _workspace_argument(p, must_exist=True)
+    add_workspace_argument(p)
     p.add_argument("--to", type=Path, required=True, help="export folder; must be empty unless --overwrite")
     p.add_argument("--status", choices=["approved", "pending", "rejected", "all"], default="approved",
                    help="which augmentations to export (default approved)")

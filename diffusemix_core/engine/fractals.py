@@ -10,7 +10,7 @@
   colour mixing, like PixMix's fractals), ``"julia"`` and ``"mandelbrot"`` (escape time, smooth colouring with a
   random cosine palette). The same seed gives the same bytes.
 
-Regenerate the shipped set: ``python -m diffusemix_core.fractals --out fractals --count 32 --seed 0``.
+Regenerate the shipped set: ``python -m diffusemix_core.engine.fractals --out fractals --count 32 --seed 0``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from PIL import Image
 
 from ..checks import check_int
 from ..errors import BadArgumentError, BadImageError
+from .shipped import shipped
 from .images import is_image_path, load_image
 
 __all__ = ["FRACTAL_KINDS", "DEFAULT_FRACTAL_DIR", "generate_fractal", "fit_to", "FractalLibrary", "main"]
@@ -35,7 +36,7 @@ __all__ = ["FRACTAL_KINDS", "DEFAULT_FRACTAL_DIR", "generate_fractal", "fit_to",
 log = logging.getLogger(__name__)
 
 FRACTAL_KINDS: tuple[str, ...] = ("ifs", "julia", "mandelbrot")
-DEFAULT_FRACTAL_DIR: Path = Path(__file__).resolve().parents[2] / "fractals"
+DEFAULT_FRACTAL_DIR: Path = shipped("fractals")
 # procedural libraries cycle through this pattern: half IFS (PixMix-like), half escape-time
 _LIBRARY_PATTERN: tuple[str, ...] = ("ifs", "julia", "ifs", "mandelbrot")
 
@@ -399,8 +400,8 @@ def _header_problem(path: Path, max_pixels: int) -> str | None:
 
 # ------------------------------------------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m diffusemix_core.fractals --out fractals --count 32 --seed 0``: write a procedural set."""
-    parser = argparse.ArgumentParser(prog="python -m diffusemix_core.fractals",
+    """``python -m diffusemix_core.engine.fractals --out fractals --count 32 --seed 0``: write a procedural set."""
+    parser = argparse.ArgumentParser(prog="python -m diffusemix_core.engine.fractals",
                                      description="Generate a set of procedural fractal images (PNG).")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created)")
     parser.add_argument("--count", type=int, default=32, help="number of fractals (default 32)")

@@ -36,6 +36,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from ..errors import BadPromptError
+from .shipped import shipped
 
 __all__ = ["DEFAULT_TEMPLATE", "PAPER_PROMPTS", "MAX_PROMPT_CHARS", "MAX_TEMPLATE_CHARS", "MAX_RENDERED_CHARS",
            "TEXT_ENCODER_MAX_TOKENS", "DEFAULT_PROMPTS_PATH", "PromptEntry", "PromptLibrary", "estimate_tokens"]
@@ -48,7 +49,7 @@ MAX_TEMPLATE_CHARS = 300
 MAX_RENDERED_CHARS = 400  # template and prompt together; far beyond what the text encoder reads anyway
 TEXT_ENCODER_MAX_TOKENS = 77  # CLIP's context, start and end tokens included
 PLACEHOLDER = "{prompt}"
-DEFAULT_PROMPTS_PATH: Path = Path(__file__).resolve().parents[2] / "prompts" / "default.json"
+DEFAULT_PROMPTS_PATH: Path = shipped("prompts") / "default.json"
 
 
 @dataclass
