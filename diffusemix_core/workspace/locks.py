@@ -51,10 +51,11 @@ def run_lock(root: Path, what: str, *, wait: bool = True,
     def describe(fd: int) -> None:  # called with the lock's descriptor once it is ours
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what,
                            "since": time.strftime("%Y-%m-%d %H:%M:%S")})
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, info.encode())
         held.append(fd)
+        with contextlib.suppress(OSError):  # who holds it is told on a best-effort basis (a full disk says no)
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, info.encode())
 
     lock = FileLock(root / LOCK_NAME, on_acquired=describe)
     try:
