@@ -27,8 +27,7 @@ from pathlib import Path
 import pytest
 
 from test_safety_workspace import (ROOT, _big_approved_workspace, augment_args, cli, cli_env, dead_pid,  # noqa: F401
-                                   error_line, made, png_bytes, query, start_cli, store_files, store_name, write_train,
-                                   ws)
+                                   error_line, made, png_bytes, query, start_cli, store_name, write_train, ws)
 
 
 def dump(path: Path) -> list[str]:

@@ -167,8 +167,8 @@ class Manifest:
         db.execute(
             "INSERT OR IGNORE INTO sources (path, label, sha256, pixels_sha256, width, height, image_path, status, "
             "origin, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?)",
-            [path, UNLABELLED if label is None else read_label(label), sha256, pixels_sha256, width, height, image_path, origin,
-             now()],
+            [path, UNLABELLED if label is None else read_label(label), sha256, pixels_sha256, width, height,
+             image_path, origin, now()],
         )
         return db.execute("SELECT id FROM sources WHERE path = ? AND sha256 = ?", [path, sha256]).fetchone()[0]
 
