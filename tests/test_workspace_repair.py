@@ -1,7 +1,7 @@
 """Issue 16, item 3 ("advice that loses data"), driven the way it was found: the CLI in subprocesses, a kill, a
 second writer, a full disk.
 
-* a full disk after a committed decision is said as such ("free space first"), never as a damaged manifest whose
+* a full disk after a committed decision is said as such ("free some space first"), never as a damaged manifest whose
   backup should be copied over it; once space is freed the decision is there;
 * ``check --restore`` beside stale ``-wal``/``-shm`` files gives exactly the backup's content (copying by hand
   would replay the stale log onto it);
@@ -89,7 +89,7 @@ def test_a_full_disk_after_a_decision_says_free_space_and_the_decision_survives(
         result = cli(*args)
         assert result.returncode == 1, (name, result.stdout, result.stderr)
         line = error_line(result)
-        assert "full" in line and "free space" in line, (name, line)
+        assert "full" in line and "free some space first" in line, (name, line)
         assert "--restore" not in line and "cp " not in line and "damaged" not in line, (name, line)
         assert not list((ws / "backups").glob("damaged-*")), name  # the restore did not run
     filler.unlink()  # the user frees space, as advised
@@ -115,7 +115,7 @@ def test_the_full_disk_rule_on_the_errors_sqlite_gives(tmp_path, monkeypatch):
     assert health.is_disk_full(io_error, tmp_path)
     assert not health.is_disk_full(damaged, tmp_path)  # a damaged file stays a damaged file
     message = str(health.disk_full_error(tmp_path, io_error))
-    assert str(tmp_path) in message and "free space first" in message and "4.1 KB free" in message
+    assert str(tmp_path) in message and "free some space first" in message and "4.1 KB free" in message
 
 
 # ------------------------------------------------------------------------------------------------ restore

@@ -2,7 +2,7 @@
 
 * :func:`manifest_problem` says in words what keeps a manifest from being opened (missing, empty, no tables,
   unreadable), and tells a full disk apart from a damaged file (:func:`is_disk_full`): an I/O error on a disk with
-  no room left is the disk, not the file, and the advice is then "free space", never "restore a backup" (a backup
+  no room left is the disk, not the file, and the advice is then "free some space", never "restore a backup" (a backup
   copied over an intact manifest would throw away every decision made since).
 * :func:`check`: SQLite's integrity check, then the store against the rows (orphans, missing files) and the temp
   files and folders of dead writers (store, backups, exports); with ``fix`` they are removed after the report.
@@ -80,11 +80,11 @@ def is_disk_full(exc: BaseException, folder: Path) -> bool:
 
 
 def disk_full_error(folder: Path, exc: BaseException) -> WorkspaceError:
-    """The one-sentence error for a full disk under the workspace at `folder`: free space first."""
+    """The one-sentence error for a full disk under the workspace at `folder`: free some space first."""
     free = free_bytes(folder)
     left = "" if free is None else f", {format_size(free)} free"
     return WorkspaceError(
-        f"the disk holding workspace '{folder}' is full ({exc}{left}): free space first, then run the command "
+        f"the disk holding workspace '{folder}' is full ({exc}{left}): free some space first, then run the command "
         f"again; the manifest is most likely intact, so do not restore a backup over it (that would lose every "
         f"decision made since the backup).")
 
