@@ -238,3 +238,36 @@ def test_class_counts_follow_the_rules_of_a_run(tmp_path):
     assert counts == [("cat", 3), ("dog", 1), ("empty", 0), ("heic only", 0), ("no files", 0)]
     run_sees = Counter(label for _, label in scan_train_dir(tmp_path))
     assert run_sees == {name: n for name, n in counts if n}
+
+
+@pytest.mark.parametrize("name, limit", [
+    ("cat/" + "a" * 296 + ".png", "a name of 300 bytes (limit 255)"),  # ENAMETOOLONG on every common disk
+    ("cat/" + "é" * 130 + ".png", "a name of 264 bytes (limit 255)"),  # 134 characters, 264 UTF-8 bytes
+    ("/".join(["d" * 200] * 6) + "/x.png", "a path of 1211 bytes (limit 1024)"),
+])
+def test_an_entry_name_no_disk_can_store_is_refused_in_one_line(tmp_path, name, limit):
+    """Issue 16 item 6: named in one line (its middle cut), before anything is written, also through an upload."""
+    from diffusemix_core.workspace.uploads import Uploads
+
+    archive = make_zip(tmp_path / "long.zip", {"cat/ok.png": png_bytes(1), name: png_bytes(2)})
+    with pytest.raises(WorkspaceError) as info:
+        extract_zip_dataset(archive, tmp_path / "ds")
+    message = str(info.value)
+    assert "\n" not in message and limit in message and "long.zip" in message
+    assert name[:60] in message and name[-60:] in message and "rename it" in message
+    assert not (tmp_path / "ds").exists() and not list(tmp_path.glob(".extract-*"))
+    with pytest.raises(WorkspaceError, match="rename it and re-create the zip"):
+        Uploads(tmp_path / "ws", quota_bytes=10**9).add(archive)
+    assert Uploads(tmp_path / "ws").list() == [] and not list((tmp_path / "ws" / "datasets").glob(".tmp-*"))
+
+
+def test_class_folders_in_nfc_and_nfd_are_one_class(tmp_path):
+    """Issue 16 item 7: café written on macOS (NFD) and elsewhere (NFC) is one class with both folders' images."""
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    assert nfc != nfd
+    archive = make_zip(tmp_path / "mixed.zip", {f"{nfc}/1.png": png_bytes(1), f"{nfd}/2.png": png_bytes(2),
+                                                f"{nfd}/3.png": png_bytes(3), "dog/4.png": png_bytes(4)})
+    result = extract_zip_dataset(archive, tmp_path / "ds")
+    assert result.classes == [(nfc, 3), ("dog", 1)]

@@ -4,7 +4,8 @@
 * item 5: a store whose manifest is missing, empty or unreadable is never opened and nothing in it changes; clean-up
   removes only what the manifest's own crash journal names as written by a dead process;
 * item 6: ``check`` (integrity, orphans, missing files; ``--fix`` after the report), backups before every bulk run
-  and bulk review (the last KEEP_BACKUPS kept), and the error's restore advice, followed, gives a working workspace;
+  and bulk review (the last KEEP_BACKUPS kept), and the error's restore advice (``check --restore``), followed, gives
+  a working workspace;
 * item 11: a temp zip of an export killed half-way is gone after the next export or ``check --fix``;
 * item 14: a second ``augment`` on one workspace waits for the first (naming it); two runs on different workspaces
   share the cores (what each run gave torch is in its ``runs.args``).
@@ -293,8 +294,9 @@ def test_backups_are_kept_to_the_last_few_and_the_restore_advice_works(ws):
     (ws / "manifest.sqlite").unlink()
     line = error_line(cli("status", "--workspace", ws))
     commands = re.findall(r"`([^`]+)`", line)
-    assert commands and commands[0].startswith("cp "), line
-    for command in commands:  # follow the advice as written: the copy, then the check it names
+    assert commands == [f"python -m diffusemix_core check --workspace '{ws}' --restore"], line
+    assert kept[-1].name in line and "-wal" in line  # which backup, and why not to copy it by hand
+    for command in commands:  # follow the advice as written: the restore, which checks the result
         argv = shlex.split(command)
         if argv[:3] == ["python", "-m", "diffusemix_core"]:
             result = cli(*argv[3:])

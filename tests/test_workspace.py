@@ -21,7 +21,8 @@ from diffusemix_core.engine.fractals import FractalLibrary
 from diffusemix_core.engine.prompts import PromptEntry, PromptLibrary
 from diffusemix_core.bulk.runner import run_augment, scan_train_dir
 from diffusemix_core.workspace.manifest import generation_cache_key
-from diffusemix_core.workspace.files import UNLABELLED, safe_join, sanitize_label
+from diffusemix_core.workspace.files import safe_join
+from diffusemix_core.workspace.labels import UNLABELLED, sanitize_label
 from diffusemix_core.workspace.folder import Workspace
 
 FRACTALS = FractalLibrary.procedural(4, seed=0, size=64)
@@ -85,13 +86,13 @@ def test_store_is_content_addressed_and_atomic(ws):
     assert rel == ws.store.put(img.copy())  # same pixels, same file
     assert rel.startswith("images/") and Path(rel).name[:2] == Path(rel).parent.name
     np.testing.assert_array_equal(ws.store.read(rel), img)
-    assert not [p for p in ws.images_path.rglob(".tmp-*")]
+    assert not [p for p in ws.store.path.rglob(".tmp-*")]
 
 
 def test_dead_writers_temp_files_and_orphans_are_cleaned(ws):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    sub = ws.images_path / "ab"
+    sub = ws.store.path / "ab"
     sub.mkdir()
     (sub / f".tmp-{dead_pid}-deadbeef.png").write_bytes(b"half")
     live_tmp = sub / f".tmp-{os.getpid()}-cafe.png"
@@ -466,7 +467,7 @@ def test_pipeline_and_one_thread_give_the_same_manifest_and_bytes(tmp_path, tiny
         with w.manifest.session() as db:
             tables = {t: [tuple(r) for r in db.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()]
                       for t in ("sources", "generations", "augmentations")}
-        files = {p.relative_to(w.path).as_posix(): p.read_bytes() for p in w.images_path.rglob("*.png")}
+        files = {p.relative_to(w.path).as_posix(): p.read_bytes() for p in w.store.path.rglob("*.png")}
         return summary, tables, files
 
     serial, serial_tables, serial_files = run("serial", 1)

@@ -324,12 +324,17 @@ def _add_check(subparsers) -> None:
     )
     add_workspace_argument(p)
     p.add_argument("--fix", action="store_true", help="after the report, remove orphans and dead writers' temp files")
+    p.add_argument("--restore", action="store_true",
+                   help="replace a damaged or missing manifest by the newest sound backup (its -wal and -shm files "
+                        "and the damaged file are set aside in backups/ first), then check")
     p.set_defaults(func=run_check)
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..workspace.folder import Workspace
+    from ..workspace.folder import Workspace, restore_backup
 
+    if args.restore:
+        print(restore_backup(args.workspace).describe())
     workspace = Workspace(args.workspace, create=False, clean_up=False)  # the report comes before any removal
     report = workspace.check(fix=args.fix)
     print(f"manifest: {'ok' if not report.integrity_errors else 'DAMAGED'}; store: {report.files} files, "

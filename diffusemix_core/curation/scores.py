@@ -45,7 +45,7 @@ from . import quality
 from ..errors import BadArgumentError, ModelUnavailableError
 from ..workspace.manifest import now, write
 from ..engine.test_models import TEST_MODELS, TEST_SCORERS, UNTRAINED_SCORER_NOTE
-from ..workspace.files import UNLABELLED
+from ..workspace.labels import UNLABELLED
 from .scorers import DEFAULT_BATCH_SIZE, DEFAULT_SCORER, DEFAULT_TEMPLATES, LabelScorer, class_names, load_class_mapping
 
 if TYPE_CHECKING:

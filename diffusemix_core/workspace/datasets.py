@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import WorkspaceError
 from ..engine.images import IGNORED_DIRS, IMAGE_EXTENSIONS
+from .labels import read_label
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ __all__ = ["ExtractLimits", "ExtractedDataset", "extract_zip_dataset", "find_cla
 IGNORED_PREFIXES = ("__MACOSX/",)
 IGNORED_NAMES = (".DS_Store", "Thumbs.db")
 _UTF8_FLAG = 0x800  # general purpose bit 11: the entry's name is UTF-8
+MAX_NAME_BYTES = 255  # one file or folder name, in UTF-8 bytes: the limit of ext4, XFS, APFS, NTFS (in UTF-16)
+MAX_PATH_BYTES = 1024  # a whole entry path: far under PATH_MAX (4096), room for the workspace's own folders
 _CHUNK = 1 << 20
 
 
@@ -80,14 +83,15 @@ def entry_name(info: zipfile.ZipInfo) -> str:
 
 
 def class_counts(root: str | Path) -> list[tuple[str, int]]:
-    """(class folder name, number of image files) for every class folder of `root`, sorted by name.
+    """(class label, number of image files) for every class folder of `root`, sorted by label.
 
     The rules of the bulk run's ``scan_train_dir``, so the counts are what a run will see: class folders are the
     sub-folders of `root` (walked recursively); hidden files and folders, ``__MACOSX`` and files whose extension
     is not in IMAGE_EXTENSIONS are not counted. A class folder without images is listed with 0, so a class whose
-    files were all skipped (e.g. HEIC photos) shows up instead of vanishing.
+    files were all skipped (e.g. HEIC photos) shows up instead of vanishing. Labels are read in NFC
+    (``labels.read_label``): two folders that spell one name in different Unicode forms are one class.
     """
-    counts = []
+    counts: dict[str, int] = {}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.name.startswith(".") or entry.name in IGNORED_DIRS or not entry.is_dir():
             continue
@@ -96,8 +100,9 @@ def class_counts(root: str | Path) -> list[tuple[str, int]]:
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in IGNORED_DIRS]
             n += sum(1 for name in filenames
                      if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS)
-        counts.append((entry.name, n))
-    return counts
+        label = read_label(entry.name)  # café in NFC and in NFD is one class
+        counts[label] = counts.get(label, 0) + n
+    return sorted(counts.items())
 
 
 def _safe_member_path(name: str, archive: str) -> PurePosixPath | None:
@@ -120,7 +125,20 @@ def _safe_member_path(name: str, archive: str) -> PurePosixPath | None:
     parts = tuple(part for part in parts if part not in ("", "."))
     if not parts or parts[-1] in IGNORED_NAMES or parts[-1].startswith("._"):
         return None
+    longest = max(parts, key=lambda part: len(part.encode("utf-8")))
+    too_long = len(longest.encode("utf-8")) > MAX_NAME_BYTES
+    if too_long or len("/".join(parts).encode("utf-8")) > MAX_PATH_BYTES:
+        what = (f"a name of {len(longest.encode('utf-8'))} bytes (limit {MAX_NAME_BYTES})" if too_long
+                else f"a path of {len('/'.join(parts).encode('utf-8'))} bytes (limit {MAX_PATH_BYTES})")
+        raise WorkspaceError(
+            f"archive '{archive}' holds an entry with {what} that no disk can store ({_shorten(name)}); rename it "
+            "and re-create the zip.")
     return PurePosixPath(*parts)
+
+
+def _shorten(name: str, keep: int = 60) -> str:
+    """An entry name for a message: quoted, its middle cut when long."""
+    return repr(name) if len(name) <= 2 * keep else f"{name[:keep]!r}...{name[-keep:]!r}"
 
 
 def _check_entries(infos: list[zipfile.ZipInfo], archive: str, limits: ExtractLimits) -> list[tuple]:

@@ -3,9 +3,9 @@
 * :func:`atomic_write` / :func:`atomic_target`: a file appears under its final name complete or not at all (a temp
   file in the same folder, optionally fsynced, then ``os.replace``). Temp names are ``.tmp-<pid>-<random><suffix>``,
   so :func:`remove_dead_temp_files` can delete the leftovers of a killed writer, and only those.
-* :func:`sanitize_label`, :func:`label_folders`, :func:`safe_join`: a class label (any Unicode text) becomes one safe
-  folder name, and a joined path is refused if it would leave its root (``..``, separators, links);
-  :func:`links_outside` finds the links under a folder that lead out of a root.
+* :func:`safe_join`: a joined path is refused if it would leave its root (``..``, separators, links);
+  :func:`links_outside` finds the links under a folder that lead out of a root. (How a class label becomes a safe
+  folder name is ``labels.py``.)
 """
 
 from __future__ import annotations
@@ -24,16 +24,13 @@ from ..errors import WorkspaceError
 
 __all__ = [
     "TMP_PREFIX",
-    "UNLABELLED",
     "atomic_target",
     "atomic_write",
     "dead_temp_files",
-    "label_folders",
     "links_outside",
     "pid_alive",
     "remove_dead_temp_files",
     "safe_join",
-    "sanitize_label",
     "temp_path",
     "writer_pid",
 ]
@@ -41,11 +38,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
-UNLABELLED = "unlabelled"
-_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
-_FORBIDDEN_CHARS = set('/\\<>:"|?*')
-_MAX_NAME_BYTES = 180
-_TEMP_NAME = re.compile(rf"^{re.escape(TMP_PREFIX)}([0-9]+)-[0-9a-f]+(\.[A-Za-z0-9]+)?$")
+# a temp name, optionally with SQLite's side files of a temp database (a backup being written): -journal, -wal, -shm
+_TEMP_NAME = re.compile(rf"^{re.escape(TMP_PREFIX)}([0-9]+)-[0-9a-f]+(\.[A-Za-z0-9]+)?(-journal|-wal|-shm)?$")
 
 
 # ------------------------------------------------------------------------------------------- temp files, atomic
@@ -55,7 +49,8 @@ def temp_path(target: Path) -> Path:
 
 
 def writer_pid(name: str) -> int | None:
-    """The pid recorded in a temp file name, or None if `name` is not one of ours (``.tmp-<pid>-<hex><suffix>``)."""
+    """The pid recorded in a temp file name, or None if `name` is not one of ours (``.tmp-<pid>-<hex><suffix>``,
+    or SQLite's ``-journal``, ``-wal`` or ``-shm`` of such a file)."""
     match = _TEMP_NAME.match(name)
     return int(match.group(1)) if match else None
 
@@ -108,20 +103,23 @@ def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:
         raise
 
 
-def dead_temp_files(paths: Iterable[Path]) -> list[Path]:
+def dead_temp_files(paths: Iterable[Path], *, folders: bool = False) -> list[Path]:
     """Those of `paths` that are temp files of ours (named by :func:`temp_path`, plain files) whose writer is no
-    longer running. Anything else, such as another program's ``.tmp-notes`` or a folder, is never one of them."""
+    longer running. Anything else, such as another program's ``.tmp-notes`` or a folder, is never one of them.
+
+    With `folders`, temp folders of ours (an export being written: ``.tmp-<pid>-<hex>``) are the ones looked for.
+    """
     dead = []
     for path in paths:
         pid = writer_pid(path.name)
         if pid is None or pid <= 0 or pid_alive(pid):
             continue
         try:
-            if not stat.S_ISREG(path.lstat().st_mode):
-                continue
+            mode = path.lstat().st_mode
         except FileNotFoundError:
             continue
-        dead.append(path)
+        if stat.S_ISDIR(mode) if folders else stat.S_ISREG(mode):
+            dead.append(path)
     return dead
 
 
@@ -137,47 +135,7 @@ def remove_dead_temp_files(paths: Iterable[Path]) -> int:
     return removed
 
 
-# ------------------------------------------------------------------------------------------- names and paths
-def sanitize_label(label: str | None) -> str:
-    """A single safe folder name for `label`: keeps Unicode letters and spaces, drops what a filesystem forbids.
-
-    Path separators, NUL, control characters and ``<>:"|?*`` become ``_``; leading/trailing dots and spaces are
-    stripped (no hidden folders, no ``..``); Windows reserved names get a ``_`` prefix; the result is cut to
-    180 UTF-8 bytes and is never empty.
-    """
-    text = unicodedata.normalize("NFC", UNLABELLED if label is None else str(label))
-    chars = []
-    for ch in text:
-        if ch in _FORBIDDEN_CHARS or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
-            chars.append("_")
-        else:
-            chars.append(ch)
-    name = "".join(chars).strip(" .")
-    if not name or set(name) <= {"_", "."}:
-        name = "_" + name if name else "_"
-    if name.split(".")[0].upper() in _WINDOWS_RESERVED:
-        name = "_" + name
-    encoded = name.encode("utf-8")
-    if len(encoded) > _MAX_NAME_BYTES:
-        name = encoded[:_MAX_NAME_BYTES].decode("utf-8", errors="ignore").rstrip(" .") or "_"
-    return name
-
-
-def label_folders(labels: Iterable[str]) -> dict[str, str]:
-    """Map each label to a sanitised folder name, unique case-insensitively (case-insensitive filesystems)."""
-    taken: set[str] = set()
-    out: dict[str, str] = {}
-    for label in sorted(set(labels)):
-        base = sanitize_label(label)
-        name, n = base, 2
-        while name.casefold() in taken:
-            name = f"{base}_{n}"
-            n += 1
-        taken.add(name.casefold())
-        out[label] = name
-    return out
-
-
+# ------------------------------------------------------------------------------------------- paths
 def links_outside(folder: str | Path, root: str | Path) -> list[Path]:
     """The symbolic links under `folder` (walked without following them) that resolve outside `root`, sorted.
 

@@ -1,20 +1,17 @@
-"""The manifest of a workspace: ``W/manifest.sqlite``, written with sqlite-utils (schema in docs/workspace.md).
+"""The manifest of a workspace: ``W/manifest.sqlite``, read and written with sqlite-utils.
 
 The story, top to bottom:
 
-1. the schema (``sources`` → ``generations`` → ``augmentations``; ``reviews`` and ``review_batches`` for every
-   decision; ``scorers`` and ``scores`` for curation (scores.py); ``prompts``, ``meta``, ``exports``, ``runs``;
-   ``pending_files``, the crash journal) and its migration;
-2. connections: a NEW connection per call or thread (Gradio handlers run in threads), WAL mode, and write
+1. connections: a NEW connection per call or thread (Gradio handlers run in threads), WAL mode, and write
    transactions that take the write lock up front (``BEGIN IMMEDIATE``), so concurrent writers are serialised;
-3. records: inserting sources, generations and augmentations from an :class:`engine.AugmentationRecord`;
-4. the crash journal: files about to be written are journalled first, the row transaction clears them;
-5. queries: one augmentation, filtered lists, counts, a summary.
+   the schema itself and its migrations are ``schema.py``;
+2. records: inserting sources, generations and augmentations from an :class:`engine.AugmentationRecord` (labels
+   read in NFC, ``labels.read_label``);
+3. the crash journal: files about to be written are journalled first, the row transaction clears them;
+4. queries: one augmentation, filtered lists, counts, a summary.
 
 Decisions (approve/reject, history, undo) are in ``decisions.py``; files are in ``store.py``; the folder as a whole
-(opening it safely, locks, backups, clean-up) is ``workspace.py``.
-
-A little over the house's ~450 lines: the schema (as SQL, with comments per column) is a third of it.
+(opening it safely, locks, backups, clean-up) is ``folder.py``.
 """
 
 from __future__ import annotations
@@ -31,173 +28,19 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 import sqlite_utils
 
 from ..errors import BadArgumentError, WorkspaceError
-from .files import UNLABELLED, pid_alive
+from .files import pid_alive
+from . import schema
+from .labels import UNLABELLED, read_label
 
 if TYPE_CHECKING:
     from ..engine.diffusemix import AugmentationRecord
     from ..engine.prompts import PromptLibrary
 
-__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "STATUSES", "UNLABELLED", "Manifest", "check_status",
-           "generation_cache_key", "now", "write"]
+__all__ = ["MANIFEST_NAME", "STATUSES", "Manifest", "check_status", "generation_cache_key", "now", "write"]
 
 MANIFEST_NAME = "manifest.sqlite"
-SCHEMA_VERSION = "2"
 STATUSES = ("pending", "approved", "rejected")
 _CHUNK = 500  # SQLite's parameter limit is far above; chunks keep statements small
-
-AUGMENTATIONS_DDL = """CREATE TABLE IF NOT EXISTS augmentations (
-        id INTEGER PRIMARY KEY,
-        source_id INTEGER NOT NULL REFERENCES sources(id),
-        generation_id INTEGER NOT NULL REFERENCES generations(id),
-        job_key TEXT NOT NULL,           -- 'slot:3', 'prompt:autumn' (--all-prompts) or 'app:<hash>'
-        slot INTEGER,
-        label TEXT,
-        prompt TEXT NOT NULL,
-        mask TEXT NOT NULL,
-        fractal TEXT NOT NULL,
-        fractal_path TEXT,               -- the fractal image F is fitted from, in the store
-        lam REAL NOT NULL,
-        feather INTEGER NOT NULL DEFAULT 0,
-        seed INTEGER NOT NULL,           -- the generation seed asked for (generations.seed: the one used)
-        path TEXT,                       -- A in the store when stored (schema 1); NULL: composed from I, Î, F
-        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'approved', 'rejected')),
-        drift REAL,
-        run_id INTEGER,
-        remixed_from INTEGER REFERENCES augmentations(id),  -- re-mixed in the app from this augmentation
-        created_at TEXT NOT NULL,
-        reviewed_at TEXT,
-        UNIQUE (source_id, job_key)
-    )"""
-
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS sources (
-        id INTEGER PRIMARY KEY,
-        path TEXT NOT NULL,              -- relative to the train dir (posix), or the app's source name
-        label TEXT,                      -- class folder name exactly as on disk
-        sha256 TEXT NOT NULL,            -- sha256 of the file's bytes (of the stored PNG for app sources)
-        pixels_sha256 TEXT,              -- sha256 of shape + decoded RGB pixels (images.image_key)
-        width INTEGER,
-        height INTEGER,
-        image_path TEXT,                 -- decoded, orientation-corrected copy in the store
-        status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
-        error TEXT,                      -- why it failed
-        origin TEXT NOT NULL DEFAULT 'dataset',   -- 'dataset' (bulk run) or 'app' (save_record)
-        created_at TEXT NOT NULL,
-        UNIQUE (path, sha256)
-    )""",
-    """CREATE TABLE IF NOT EXISTS generations (
-        id INTEGER PRIMARY KEY,
-        source_id INTEGER NOT NULL REFERENCES sources(id),
-        prompt TEXT NOT NULL,
-        prompt_text TEXT NOT NULL,       -- the rendered prompt the model saw
-        template TEXT,
-        seed INTEGER NOT NULL,           -- the seed that made this image
-        requested_seed INTEGER NOT NULL, -- the seed asked for (differs after a degenerate-output retry)
-        model TEXT NOT NULL,
-        revision TEXT,
-        steps INTEGER,
-        guidance_scale REAL,
-        image_guidance_scale REAL,
-        resolution INTEGER,
-        settings TEXT,                   -- JSON of GenerationSettings.cache_key()
-        is_test_model INTEGER NOT NULL DEFAULT 0,
-        path TEXT NOT NULL,
-        drift REAL,
-        cache_key TEXT NOT NULL UNIQUE,
-        created_at TEXT NOT NULL
-    )""",
-    AUGMENTATIONS_DDL,
-    """CREATE TABLE IF NOT EXISTS review_batches (
-        id INTEGER PRIMARY KEY,
-        created_at TEXT NOT NULL,
-        origin TEXT NOT NULL,            -- 'app', 'cli', 'auto' (a rule), 'undo'
-        status TEXT NOT NULL,            -- the status set (for an undo: 'undo')
-        bulk INTEGER NOT NULL DEFAULT 0, -- 1 for a bulk decision (several items or a filter): what undo reverts
-        filters TEXT,                    -- JSON: what was selected
-        count INTEGER NOT NULL DEFAULT 0,
-        undone_by INTEGER REFERENCES review_batches(id)
-    )""",
-    """CREATE TABLE IF NOT EXISTS reviews (
-        id INTEGER PRIMARY KEY,
-        batch_id INTEGER NOT NULL REFERENCES review_batches(id),
-        augmentation_id INTEGER NOT NULL REFERENCES augmentations(id),
-        status TEXT NOT NULL,
-        previous_status TEXT NOT NULL,
-        origin TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS prompts (
-        position INTEGER PRIMARY KEY,
-        text TEXT NOT NULL,
-        enabled INTEGER NOT NULL DEFAULT 1
-    )""",
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
-    """CREATE TABLE IF NOT EXISTS exports (
-        id INTEGER PRIMARY KEY,
-        created_at TEXT NOT NULL,
-        path TEXT NOT NULL,
-        zip_path TEXT,
-        count INTEGER NOT NULL,
-        originals INTEGER NOT NULL DEFAULT 0,
-        status_filter TEXT NOT NULL,
-        filters TEXT                     -- JSON of every filter used
-    )""",
-    """CREATE TABLE IF NOT EXISTS runs (
-        id INTEGER PRIMARY KEY,
-        started_at TEXT NOT NULL,
-        finished_at TEXT,
-        train_dir TEXT,
-        args TEXT,                       -- JSON: per_image, seed, lam, settings, prompts, fractals, ...
-        images_total INTEGER,
-        images_failed INTEGER,
-        augmentations_added INTEGER,
-        generations_added INTEGER,
-        generations_reused INTEGER,
-        cancelled INTEGER
-    )""",
-    """CREATE TABLE IF NOT EXISTS pending_files (
-        path TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        created_at TEXT NOT NULL
-    )""",
-    # curation scores (scores.py): one row per scorer configuration, then one row per (image, scorer, metric)
-    """CREATE TABLE IF NOT EXISTS scorers (
-        id INTEGER PRIMARY KEY,
-        kind TEXT NOT NULL,              -- 'label' (zero-shot CLIP label consistency) or 'quality' (flags)
-        model TEXT NOT NULL,             -- the CLIP model id or folder; 'quality' for the flags
-        settings TEXT NOT NULL,          -- JSON: revision, templates, class names (label); thresholds (quality)
-        key TEXT NOT NULL UNIQUE,        -- sha256 of kind, model and settings
-        is_test_model INTEGER NOT NULL DEFAULT 0,  -- 1: untrained test scorer, its scores mean nothing
-        created_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS scores (
-        target TEXT NOT NULL CHECK (target IN ('generation', 'augmentation')),  -- Î or A
-        target_id INTEGER NOT NULL,      -- generations.id or augmentations.id
-        scorer_id INTEGER NOT NULL REFERENCES scorers(id),
-        metric TEXT NOT NULL,            -- label_prob, label_rank, top_prob (text: top class), flags (text: names)
-        value REAL,
-        text TEXT,
-        PRIMARY KEY (target, target_id, scorer_id, metric)
-    ) WITHOUT ROWID""",
-]
-_TABLES = [statement.split("EXISTS", 1)[1].split("(", 1)[0].strip() for statement in SCHEMA
-           if statement.lstrip().startswith("CREATE TABLE")]
-INDEXES = [
-    "CREATE INDEX IF NOT EXISTS idx_sources_label ON sources(label)",
-    "CREATE INDEX IF NOT EXISTS idx_sources_status ON sources(status)",
-    "CREATE INDEX IF NOT EXISTS idx_sources_pixels ON sources(pixels_sha256)",
-    "CREATE INDEX IF NOT EXISTS idx_sources_sha ON sources(sha256)",
-    "CREATE INDEX IF NOT EXISTS idx_generations_source ON generations(source_id)",
-    "CREATE INDEX IF NOT EXISTS idx_augmentations_status ON augmentations(status)",
-    "CREATE INDEX IF NOT EXISTS idx_augmentations_label ON augmentations(label)",
-    "CREATE INDEX IF NOT EXISTS idx_augmentations_prompt ON augmentations(prompt)",
-    "CREATE INDEX IF NOT EXISTS idx_augmentations_drift ON augmentations(drift)",
-    "CREATE INDEX IF NOT EXISTS idx_augmentations_generation ON augmentations(generation_id)",
-    "CREATE INDEX IF NOT EXISTS idx_reviews_augmentation ON reviews(augmentation_id)",
-    "CREATE INDEX IF NOT EXISTS idx_reviews_batch ON reviews(batch_id)",
-    "CREATE INDEX IF NOT EXISTS idx_pending_pid ON pending_files(pid)",
-    "CREATE INDEX IF NOT EXISTS idx_scores_value ON scores(scorer_id, metric, target, value)",
-]
 
 
 # ------------------------------------------------------------------------------------------------ small helpers
@@ -281,21 +124,10 @@ class Manifest:
         """
         with self.session() as db:
             db.enable_wal()  # a no-op read when the file is in WAL mode already
-            tables = set(db.table_names())
-            if "meta" in tables and set(_TABLES) <= tables:
-                row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                if row is not None and row[0] == SCHEMA_VERSION:
-                    return
+            if schema.is_current(db):
+                return
             with write(db):
-                version = None
-                if "meta" in db.table_names():
-                    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                    version = row[0] if row else None
-                if version == "1":
-                    _migrate_1_to_2(db)
-                for statement in SCHEMA + INDEXES:
-                    db.execute(statement)
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+                schema.create_or_migrate(db)
 
     def integrity_errors(self) -> list[str]:
         """SQLite's own integrity check: an empty list when the file is sound."""
@@ -335,8 +167,8 @@ class Manifest:
         db.execute(
             "INSERT OR IGNORE INTO sources (path, label, sha256, pixels_sha256, width, height, image_path, status, "
             "origin, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?)",
-            [path, UNLABELLED if label is None else label, sha256, pixels_sha256, width, height, image_path, origin,
-             now()],
+            [path, UNLABELLED if label is None else read_label(label), sha256, pixels_sha256, width, height,
+             image_path, origin, now()],
         )
         return db.execute("SELECT id FROM sources WHERE path = ? AND sha256 = ?", [path, sha256]).fetchone()[0]
 
@@ -345,7 +177,7 @@ class Manifest:
         db.execute("DELETE FROM sources WHERE path = ? AND status = 'failed'", [path])
         db.execute(
             "INSERT OR IGNORE INTO sources (path, label, sha256, status, error, origin, created_at) "
-            "VALUES (?, ?, ?, 'failed', ?, 'dataset', ?)", [path, label, sha256, error, now()])
+            "VALUES (?, ?, ?, 'failed', ?, 'dataset', ?)", [path, read_label(label), sha256, error, now()])
 
     @staticmethod
     def insert_generation(db: sqlite_utils.Database, record: AugmentationRecord, *, source_id: int, cache_key: str,
@@ -370,7 +202,7 @@ class Manifest:
                             remixed_from: int | None = None) -> tuple[int, bool]:
         """(id, added) of the augmentation in slot (source, job_key): inserted from the record unless it exists."""
         row = {"source_id": source_id, "generation_id": generation_id, "job_key": job_key, "slot": slot,
-               "label": UNLABELLED if record.label is None else record.label, "prompt": record.prompt,
+               "label": UNLABELLED if record.label is None else read_label(record.label), "prompt": record.prompt,
                "mask": record.mask_kind, "fractal": record.fractal_id, "fractal_path": fractal_path,
                "lam": float(record.lam), "feather": int(record.feather), "seed": int(record.requested_seed),
                "path": None, "status": check_status(status), "drift": record.drift, "run_id": run_id,
@@ -401,20 +233,24 @@ class Manifest:
             marks = ",".join("?" * len(chunk))
             db.execute(f"DELETE FROM pending_files WHERE pid = ? AND path IN ({marks})", [pid, *chunk])
 
-    def dead_writer_files(self) -> tuple[set[str], set[int]]:
-        """(journalled paths, pids) of writers that are no longer running: the only files clean-up may remove."""
-        with self.session() as db:
-            pending = db.execute("SELECT path, pid FROM pending_files").fetchall()
-        dead = {pid for _, pid in pending if not pid_alive(pid)}
-        return {path for path, pid in pending if pid in dead}, dead
+    def journal_state(self, db: sqlite_utils.Database | None = None) -> tuple[set[str], set[str], set[int]]:
+        """(paths journalled by writers that died, paths journalled by live writers, the dead writers' pids).
 
-    def forget_writers(self, pids: Iterable[int], db: sqlite_utils.Database | None = None) -> None:
-        pids = list(pids)
-        if not pids:
-            return
-        with self.session(db) as db, write(db):
-            for pid in pids:
-                db.execute("DELETE FROM pending_files WHERE pid = ?", [pid])
+        Clean-up may remove a dead writer's file only when no live writer journalled it too (the store is
+        content-addressed: a live writer skips writing a file that is already there).
+        """
+        with self.session(db) as db:
+            pending = db.execute("SELECT path, pid FROM pending_files").fetchall()
+        alive = {pid: pid_alive(pid) for pid in {pid for _, pid in pending}}
+        dead = {path for path, pid in pending if not alive[pid]}
+        live = {path for path, pid in pending if alive[pid]}
+        return dead, live, {pid for pid, up in alive.items() if not up}
+
+    @staticmethod
+    def forget_writers(db: sqlite_utils.Database, pids: Iterable[int]) -> None:
+        """Inside the caller's write transaction: the journal rows of writers that died (their files are dealt with)."""
+        for pid in pids:
+            db.execute("DELETE FROM pending_files WHERE pid = ?", [pid])
 
     def referenced_paths(self, db: sqlite_utils.Database | None = None) -> set[str]:
         """Every store path a row refers to (sources, generations, augmentations' A and fractal)."""
@@ -454,7 +290,7 @@ class Manifest:
         clauses, params = [], []
         if label is not None:
             clauses.append(f"{a}label = ?")
-            params.append(label)
+            params.append(read_label(label))
         if prompt is not None:
             clauses.append(f"{a}prompt = ?")
             params.append(prompt)
@@ -519,14 +355,3 @@ class Manifest:
     def list_exports(self) -> list[dict]:
         with self.session() as db:
             return list(db.query("SELECT * FROM exports ORDER BY id"))
-
-
-def _migrate_1_to_2(db: sqlite_utils.Database) -> None:
-    """Schema 1 → 2 inside the caller's transaction: A no longer has to be stored (``path`` may be NULL), and
-    augmentations get ``remixed_from``. SQLite's documented way: new table, copy, drop, rename, re-index."""
-    old_columns = [r[1] for r in db.execute("PRAGMA table_info(augmentations)")]
-    db.execute(AUGMENTATIONS_DDL.replace("CREATE TABLE IF NOT EXISTS augmentations", "CREATE TABLE augmentations_v2"))
-    columns = ", ".join(old_columns)
-    db.execute(f"INSERT INTO augmentations_v2 ({columns}) SELECT {columns} FROM augmentations")
-    db.execute("DROP TABLE augmentations")
-    db.execute("ALTER TABLE augmentations_v2 RENAME TO augmentations")

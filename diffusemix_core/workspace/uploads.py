@@ -2,12 +2,19 @@
 
 ``W/datasets/<sha256[:16]>/`` holds one extracted archive (``datasets.extract_zip_dataset``: no path escapes, no
 links, no bombs) and ``upload.json`` (its original name, size, classes with their image counts, when). Uploading
-the same bytes again reuses the folder: nothing is extracted twice. A quota (bytes, optional) refuses an upload
-whose extracted size would take the folder past it, with a message that says how much is used and what to delete.
+the same bytes again reuses the folder: nothing is extracted twice.
+
+A quota (bytes, optional) refuses an upload whose extracted size would take the folder past it, with a message that
+says how much is used and what to delete. Checking the quota and starting the extraction are one reservation: under
+the folder's lock (``W/datasets/.lock``), the uploads kept, the uploads being extracted (their staging folders,
+``.tmp-<pid>-<hex>/``, each with the bytes it reserved) and the new one are counted together, and the staging folder
+is made before the lock is let go. Concurrent uploads therefore never overrun the quota; the staging folder of a
+process that died counts for nothing and is removed by the next upload.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -17,13 +24,19 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .datasets import extract_zip_dataset, class_counts
+from filelock import FileLock
+
+from ..checks import format_size
 from ..errors import WorkspaceError
+from .datasets import class_counts, extract_zip_dataset
+from .files import dead_temp_files, temp_path, writer_pid
 
 __all__ = ["DATASETS_DIR", "UploadedDataset", "Uploads", "parse_size"]
 
 DATASETS_DIR = "datasets"
 INFO_NAME = "upload.json"
+RESERVED_NAME = "reserved.json"  # in a staging folder: the bytes its extraction may write
+LOCK_NAME = ".lock"
 _ID = re.compile(r"^[0-9a-f]{16}$")
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
@@ -39,14 +52,6 @@ def parse_size(text: str | int | None) -> int | None:
     if not match or match.group(2).lower() not in _UNITS:
         raise WorkspaceError(f"size {text!r} is not understood; write it like 500mb, 5gb or 2GiB.")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 @dataclass
@@ -76,8 +81,26 @@ class Uploads:
         self.quota_bytes = quota_bytes
 
     def usage(self) -> int:
-        """Bytes the extracted uploads take on disk."""
+        """Bytes the extracted uploads take on disk (kept ones; :meth:`reserved` adds those being extracted)."""
         return sum(d.bytes for d in self.list())
+
+    def reserved(self) -> int:
+        """Bytes reserved by extractions in progress in live processes (their staging folders)."""
+        if not self.folder.is_dir():
+            return 0
+        dead = set(self._dead_staging())
+        total = 0
+        for sub in self.folder.iterdir():
+            if writer_pid(sub.name) is not None and sub.is_dir() and sub not in dead:
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # not a reservation of ours
+                    total += int(json.loads((sub / RESERVED_NAME).read_text(encoding="utf-8"))["bytes"])
+        return total
+
+    def usage_line(self) -> str:
+        """One line for people: how many uploads, how much they take, of which quota."""
+        found = self.list()
+        quota = f" of {format_size(self.quota_bytes)}" if self.quota_bytes is not None else ""
+        return f"{len(found)} uploaded dataset(s), {format_size(sum(d.bytes for d in found))}{quota}."
 
     def list(self) -> list[UploadedDataset]:
         """Every upload, newest first."""
@@ -118,21 +141,13 @@ class Uploads:
             dataset = self.get(dataset_id)
             dataset.reused = True
             return dataset
-        if existing.exists():  # an extraction that never finished: start it again
-            shutil.rmtree(existing)
-        if self.quota_bytes is not None:
-            try:
-                with zipfile.ZipFile(archive) as zf:
-                    incoming = sum(info.file_size for info in zf.infolist())
-            except zipfile.BadZipFile:
-                incoming = 0  # extract_zip_dataset says what is wrong with it
-            used = self.usage()
-            if used + incoming > self.quota_bytes:
-                raise WorkspaceError(
-                    f"uploading '{name}' ({_human(incoming)} extracted) would take the uploads to "
-                    f"{_human(used + incoming)}, over the quota of {_human(self.quota_bytes)}; delete datasets you no "
-                    "longer need in the Dataset tab, or start the app with a larger --upload-quota.")
-        staging = self.folder / f".{dataset_id}-{time.time_ns()}"
+        incoming = 0
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                incoming = sum(info.file_size for info in zf.infolist())
+        except zipfile.BadZipFile:
+            pass  # extract_zip_dataset says what is wrong with it
+        staging = self._reserve(name, incoming)
         try:
             result = extract_zip_dataset(archive, staging / "data")
             dataset = UploadedDataset(id=dataset_id, name=name, files=result.files, bytes=result.bytes,
@@ -140,11 +155,47 @@ class Uploads:
                                       created_at=time.strftime("%Y-%m-%d %H:%M:%S"),
                                       root=result.path.relative_to(staging).as_posix())
             (staging / INFO_NAME).write_text(json.dumps(asdict(dataset), ensure_ascii=False), encoding="utf-8")
-            staging.rename(existing)
+            with self._lock():
+                if (existing / INFO_NAME).is_file():  # the same bytes, uploaded at the same time, finished first
+                    shutil.rmtree(staging)
+                    dataset = self.get(dataset_id)
+                    dataset.reused = True
+                    return dataset
+                if existing.exists():  # not an upload of ours (no upload.json): out of the way
+                    shutil.rmtree(existing)
+                staging.rename(existing)  # the reservation becomes usage in one step
+                (existing / RESERVED_NAME).unlink()
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return dataset
+
+    def _lock(self) -> FileLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.folder / LOCK_NAME)
+
+    def _dead_staging(self) -> list[Path]:
+        return dead_temp_files(self.folder.iterdir(), folders=True) if self.folder.is_dir() else []
+
+    def _reserve(self, name: str, incoming: int) -> Path:
+        """Under the lock: refuse what would pass the quota (kept + reserved + `incoming`), else make the staging
+        folder that holds the reservation. Staging folders of dead processes are removed first."""
+        with self._lock():
+            for dead in self._dead_staging():
+                shutil.rmtree(dead, ignore_errors=True)
+            if self.quota_bytes is not None:
+                used, pending = self.usage(), self.reserved()
+                if used + pending + incoming > self.quota_bytes:
+                    busy = f" ({format_size(pending)} of it being uploaded now)" if pending else ""
+                    raise WorkspaceError(
+                        f"uploading '{name}' ({format_size(incoming)} extracted) would take the uploads to "
+                        f"{format_size(used + pending + incoming)}{busy}, over the quota of "
+                        f"{format_size(self.quota_bytes)}; delete datasets you no longer need in the Dataset tab, "
+                        "or start the app with a larger --upload-quota.")
+            staging = temp_path(self.folder / "upload")
+            staging.mkdir()
+            (staging / RESERVED_NAME).write_text(json.dumps({"bytes": incoming, "name": name}), encoding="utf-8")
+        return staging
 
     def delete(self, dataset_id: str) -> UploadedDataset:
         """Remove an upload's folder (the workspace's rows and images made from it stay)."""
