@@ -23,13 +23,8 @@ from diffusemix_core.errors import (
     DiffuseMixError,
     ModelUnavailableError,
 )
-from diffusemix_core.engine.generation import (
-    DEFAULT_MODEL,
-    GenerationRequest,
-    GenerationSettings,
-    Pix2PixGenerator,
-    working_size,
-)
+from diffusemix_core.engine.generation import DEFAULT_MODEL, GenerationRequest, GenerationSettings, working_size
+from diffusemix_core.engine.pix2pix import Pix2PixGenerator
 from diffusemix_core.engine.test_models import TINY_TOKENIZER_DIR, build_tiny_random_pipeline, write_tiny_tokenizer_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -337,7 +332,8 @@ def test_uncached_model_with_downloads_on_but_no_reachable_hub_fails_fast(tmp_pa
     # machine once took 5 s for the imports alone), not on how fast this machine reads torch from disk.
     code = (
         "import time, torch, diffusers, huggingface_hub\n"
-        "from diffusemix_core.engine.generation import Pix2PixGenerator, GenerationSettings\n"
+        "from diffusemix_core.engine.generation import GenerationSettings\n"
+        "from diffusemix_core.engine.pix2pix import Pix2PixGenerator\n"
         "gen = Pix2PixGenerator(GenerationSettings(device='cpu'))\n"
         "start = time.perf_counter()\n"
         "try:\n"
@@ -395,7 +391,8 @@ def test_default_model_offline_with_empty_hf_home_fails_fast_in_a_fresh_process(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE", "DIFFUSEMIX_"))}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
     code = (
-        "from diffusemix_core.engine.generation import Pix2PixGenerator, GenerationSettings\n"
+        "from diffusemix_core.engine.generation import GenerationSettings\n"
+        "from diffusemix_core.engine.pix2pix import Pix2PixGenerator\n"
         "Pix2PixGenerator(GenerationSettings(device='cpu')).load()\n"
     )
     start = time.perf_counter()

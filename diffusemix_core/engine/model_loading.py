@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..errors import BadArgumentError, ModelUnavailableError
-from .generation import torch_dtype as _torch_dtype
+from .devices import torch_dtype as _torch_dtype
 from .test_models import build_random_full_pipeline, build_tiny_random_pipeline
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
