@@ -317,6 +317,34 @@ def test_default_model_offline_with_empty_cache_fails_fast_in_process(tmp_path, 
     assert DEFAULT_MODEL in message and "--model PATH" in message and "--model tiny-random" in message
     assert "HF_HUB_OFFLINE is set" in message  # conftest sets it: the message says so
     assert "\n" not in message
+    # the download command huggingface_hub installs today (`hf`, not the gone `huggingface-cli`), and the whole cache
+    # folder the model was looked for in
+    assert f"`hf download {DEFAULT_MODEL}`" in message and "huggingface-cli" not in message
+    assert f"cache {tmp_path / 'hub'} and" in message
+
+
+def test_the_download_remedy_names_the_revision():
+    from diffusemix_core.engine.model_loading import download_hint
+
+    assert "`hf download org/model --revision v2`" in download_hint("org/model", revision="v2")
+    assert "`hf download org/model`" in download_hint("org/model")
+
+
+def test_loading_a_model_prints_nothing_about_torchvision(tmp_path):
+    """Without torchvision (never installed here) transformers warns each time diffusers asks it for
+    CLIPImageProcessor: loading and running the generator in a fresh process must not print that."""
+    code = (
+        "from diffusemix_core.engine.generation import GenerationSettings, GenerationRequest\n"
+        "from diffusemix_core.engine.pix2pix import Pix2PixGenerator\n"
+        "import numpy as np\n"
+        "gen = Pix2PixGenerator(GenerationSettings(model='tiny-random', steps=1, resolution=64, device='cpu'))\n"
+        "gen.generate([GenerationRequest(np.zeros((16, 16, 3), np.uint8) + 99, 'k', 'p', 1)])\n"
+        "print('generated')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "generated", proc.stderr
+    assert "torchvision" not in proc.stderr and "ImageProcessor" not in proc.stderr, proc.stderr
 
 
 def test_uncached_model_with_downloads_on_but_no_reachable_hub_fails_fast(tmp_path):

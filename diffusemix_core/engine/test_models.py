@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .devices import torch_dtype
+from .hf_logging import quiet_torchvision_fallback
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from diffusers import StableDiffusionInstructPix2PixPipeline
@@ -41,6 +42,7 @@ UNTRAINED_NOTE = "untrained test model: its generated images are noise by design
 TEST_SCORERS = ("tiny-random-clip",)
 UNTRAINED_SCORER_NOTE = "untrained test scorer: its label scores are random by design and say nothing about the image"
 TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny_tokenizer"  # package data
+quiet_torchvision_fallback()  # diffusers' pipelines ask transformers for CLIPImageProcessor
 
 # Stable Diffusion 1.x noise schedule (what timbrooks/instruct-pix2pix ships), used by the test models.
 _SD_SCHEDULE = dict(
