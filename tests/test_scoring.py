@@ -264,6 +264,10 @@ def test_uncached_hub_scorer_fails_fast_with_one_sentence():
     message = str(err.value)
     assert "--scorer tiny-random-clip" in message and "diffusemix-tests/no-such-clip" in message
     assert "\n" not in message and message.endswith(".") and message.count(". ") == 0
+    from huggingface_hub import constants
+
+    assert "`hf download diffusemix-tests/no-such-clip`" in message and "huggingface-cli" not in message
+    assert f"cache {Path(constants.HF_HUB_CACHE).absolute()} and" in message  # the whole folder, not 'hub'
 
 
 def test_local_folder_loads_and_scores_the_same(tiny_folder, scorer, images):
