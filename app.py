@@ -35,7 +35,9 @@ from gradio.utils import get_upload_folder
 import numpy as np
 import pandas as pd
 
-from diffusemix_core.curation import page as curation, queries as score_queries
+from diffusemix_core.curation import decision_plans, filters as query_filters, previews, queries as score_queries
+from diffusemix_core.curation import detail as details, histogram as histograms, page as pages
+from diffusemix_core.curation import report_view as report_views, selection as selections
 from diffusemix_core.engine.diffusemix import STAGE_NAMES as STAGES, AugmentationRecord, DiffuseMix, Mixer
 from diffusemix_core.errors import DiffuseMixError
 from diffusemix_core.engine.fractals import FractalLibrary
@@ -602,43 +604,43 @@ class Studio:
     # -- Curate ---------------------------------------------------------------------------------------------
     # Viewing and selecting are separate acts: a click on a tile (or a table row) shows it; the selection changes
     # only through Select / Select page / Clear, is cleared by a new filter and after a bulk decision, and a bulk
-    # decision is counted first and made only when confirmed (curation.BulkPlan).
+    # decision is counted first and made only when confirmed (decision_plans.DecisionPlan).
     def curate(self, label="all", prompt="all", status="pending", flags="all", sort="newest", min_label_prob=0.0,
                max_label_prob=1.0, min_drift=0.0, max_drift=1.0):
         """A new filter: its first page (gallery with scores in the captions, page line, table, selection line)."""
-        query = curation.CurationQuery.from_form(label, prompt, status, flags, sort, min_label_prob, max_label_prob,
-                                                 min_drift, max_drift)
+        query = query_filters.CurationQuery.from_form(label, prompt, status, flags, sort, min_label_prob,
+                                                      max_label_prob, min_drift, max_drift)
         hidden = gr.Row(visible=False)  # a counted decision of the old filter is dropped, unconfirmed
-        return (*self.show_page(query, 0, curation.Selection()), query, curation.Selection(), None, hidden,
+        return (*self.show_page(query, 0, selections.Selection()), query, selections.Selection(), None, hidden,
                 None, hidden, None, hidden)
 
     def show_page(self, query, number: int, selection) -> tuple:
         """(gallery, page line, table, selection line, page number, ids shown) of page `number` of `query`."""
-        page = curation.page(self.workspace, query or curation.CurationQuery(), number, CURATE_PER_PAGE)
+        page = pages.page(self.workspace, query or query_filters.CurationQuery(), number, CURATE_PER_PAGE)
         marks = [aug_id in selection for aug_id in page.ids]
-        items = list(zip(curation.served_copies(page.thumbnails, self.previews, marks), page.captions(selection)))
+        items = list(zip(previews.served_copies(page.thumbnails, self.previews, marks), page.captions(selection)))
         return (items, page.describe(),
-                pd.DataFrame(page.table(selection), columns=curation.TABLE_COLUMNS), selection.describe(),
+                pd.DataFrame(page.table(selection), columns=pages.TABLE_COLUMNS), selection.describe(),
                 page.number, page.ids)
 
     def turn_page(self, query, number, delta: int, selection):
-        return self.show_page(query, max(0, int(number or 0) + delta), selection or curation.Selection())
+        return self.show_page(query, max(0, int(number or 0) + delta), selection or selections.Selection())
 
     def curate_view(self, aug_id, selection=None):
         """One augmentation: its six stages, what it is made of, every score of A and Î, its decision history."""
         if aug_id in (None, ""):
             raise gr.Error("Click an augmentation in the gallery or the table first.")
         aug_id = int(aug_id)
-        detail = curation.detail(self.workspace, aug_id)
+        detail = details.detail(self.workspace, aug_id)
         stages = self.view(f"ws-{aug_id}", self.workspace_record(aug_id))[:6]
         mark = " **✓ selected**" if selection is not None and aug_id in selection else ""
         return (*stages, detail.summary() + mark,
-                pd.DataFrame(detail.score_rows(), columns=curation.DETAIL_COLUMNS),
-                pd.DataFrame(detail.history_rows(), columns=curation.HISTORY_COLUMNS), gr.skip(), aug_id)
+                pd.DataFrame(detail.score_rows(), columns=details.DETAIL_COLUMNS),
+                pd.DataFrame(detail.history_rows(), columns=details.HISTORY_COLUMNS), gr.skip(), aug_id)
 
     def change_selection(self, how: str, query, number, selection, ids, viewed):
         """Select / unselect the viewed item, select the page, or clear; the page is shown again with its marks."""
-        selection = selection or curation.Selection()
+        selection = selection or selections.Selection()
         if how == "toggle":
             if viewed in (None, ""):
                 raise gr.Error("View an augmentation first (click it), then Select it.")
@@ -651,9 +653,9 @@ class Studio:
 
     def plan_bulk(self, status: str, which: str, query, selection):
         """Count what a bulk decision would change and ask to confirm (plan, question, its row, message)."""
-        query = query or curation.CurationQuery()
-        plan = (curation.plan_selected(self.workspace, query, selection or curation.Selection(), status)
-                if which == "selected" else curation.plan_matching(self.workspace, query, status))
+        query = query or query_filters.CurationQuery()
+        plan = (decision_plans.plan_selected(self.workspace, query, selection or selections.Selection(), status)
+                if which == "selected" else decision_plans.plan_matching(self.workspace, query, status))
         return self.ask(plan)
 
     @staticmethod
@@ -669,7 +671,7 @@ class Studio:
         if plan is None:
             raise gr.Error("Nothing to confirm: choose an action first.")
         decision = plan.apply(self.workspace)
-        return plan.outcome(decision), None, gr.Row(visible=False), curation.Selection()
+        return plan.outcome(decision), None, gr.Row(visible=False), selections.Selection()
 
     def cancel(self):
         return "Cancelled: nothing changed.", None, gr.Row(visible=False)
@@ -683,26 +685,26 @@ class Studio:
 
     def threshold(self, query, score: str, threshold):
         """The distribution of a score over what the filter shows, and how many are past the threshold."""
-        hist = curation.histogram(self.workspace, query or curation.CurationQuery(), score, bins=20,
+        hist = histograms.histogram(self.workspace, query or query_filters.CurationQuery(), score, bins=20,
                                   threshold=float(threshold))
         plot = gr.BarPlot(value=pd.DataFrame(hist.rows(), columns=["bin", "count", "side"]),
-                          x_title=curation.SCORES[score].title)
+                          x_title=histograms.HISTOGRAM_SCORES[score].title)
         return plot, hist.describe(), gr.Button(hist.action(), interactive=hist.past_count > 0)
 
     def plan_threshold(self, query, score: str, threshold):
         """Count the items past the threshold and ask to confirm rejecting them."""
-        return self.ask(curation.plan_threshold(self.workspace, query or curation.CurationQuery(), score,
+        return self.ask(decision_plans.plan_threshold(self.workspace, query or query_filters.CurationQuery(), score,
                                                 float(threshold)))
 
     def auto_dry_run(self, query, use_min_label_prob, min_label_prob, use_max_drift, max_drift, reject_flagged):
         """What the ticked review --auto rules would reject among the pending items of the label and prompt
         filtered; nothing changes until Apply."""
-        query = query or curation.CurationQuery()
+        query = query or query_filters.CurationQuery()
         rules = score_queries.AutoRules(min_label_prob=float(min_label_prob) if use_min_label_prob else None,
                                  max_drift=float(max_drift) if use_max_drift else None,
                                  reject_flagged=bool(reject_flagged))
         plan = score_queries.auto_review_plan(self.workspace, rules, label=query.label, prompt=query.prompt)
-        text, rows = curation.auto_review_rows(plan)
+        text, rows = score_queries.auto_review_rows(plan)
         table = pd.DataFrame(rows, columns=["by", "name", "would reject"])
         return text, table, (plan if plan.reject else None), gr.Row(visible=bool(plan.reject))
 
@@ -713,10 +715,10 @@ class Studio:
         decision = score_queries.apply_auto_review(self.workspace, plan)
         changed = 0 if decision is None else decision.changed
         return (f"✅ Auto review rejected {changed:,} augmentation(s) (origin 'auto'; the Undo button reverts it).",
-                None, gr.Row(visible=False), curation.Selection())
+                None, gr.Row(visible=False), selections.Selection())
 
     def filter_choices(self):
-        labels, prompts = curation.filter_choices(self.workspace)
+        labels, prompts = query_filters.filter_choices(self.workspace)
         return gr.Dropdown(choices=["all", *labels]), gr.Dropdown(choices=["all", *prompts])
 
     def undo_review(self):
@@ -733,13 +735,13 @@ class Studio:
     # -- Prompt report ----------------------------------------------------------------------------------------
     def prompt_report(self, by_class=False, metric="mean_label_prob", label="all"):
         """The prompt report as a table and a bar plot of one metric per prompt (all classes or one)."""
-        view = curation.report_view(self.workspace, by_class=bool(by_class), metric=metric, label=label)
-        title = curation.REPORT_METRICS[metric] + ("" if label in (None, "", "all") else f" · class {label}")
+        view = report_views.report_view(self.workspace, by_class=bool(by_class), metric=metric, label=label)
+        title = report_views.REPORT_METRICS[metric] + ("" if label in (None, "", "all") else f" · class {label}")
         if view.untrained:
             title += " · untrained scorer"
         plot = gr.BarPlot(value=pd.DataFrame(view.bars, columns=["prompt", "value", "label"]), title=title,
-                          y_title=curation.REPORT_METRICS[metric])
-        labels, _ = curation.filter_choices(self.workspace)
+                          y_title=report_views.REPORT_METRICS[metric])
+        labels, _ = query_filters.filter_choices(self.workspace)
         return (pd.DataFrame(view.rows, columns=view.headers), plot, view.note,
                 gr.Dropdown(choices=["all", *labels]))
 
@@ -873,7 +875,7 @@ def build_app(config: AppConfig) -> gr.Blocks:
                     gr.Markdown("### Which prompts work on your data\nPer prompt, from the workspace's scores "
                                 "(`report` on the command line): disable the prompts that lose the class.")
                     with gr.Row():
-                        r_metric = gr.Dropdown([(words, key) for key, words in curation.REPORT_METRICS.items()],
+                        r_metric = gr.Dropdown([(words, key) for key, words in report_views.REPORT_METRICS.items()],
                                                value="mean_label_prob", label="Plot", elem_id="report-metric")
                         r_label = gr.Dropdown(["all"], value="all", label="Class (plot)", elem_id="report-label")
                     with gr.Row():
@@ -926,9 +928,9 @@ def build_app(config: AppConfig) -> gr.Blocks:
                 f_prompt = gr.Dropdown(["all"], value="all", label="Prompt", allow_custom_value=True,
                                        elem_id="f-prompt")
                 f_status = gr.Dropdown(["all", *STATUSES], value="pending", label="Status", elem_id="f-status")
-                f_flags = gr.Dropdown(list(curation.FLAG_FILTERS), value="all", label="Quality flags",
+                f_flags = gr.Dropdown(list(query_filters.FLAG_FILTERS), value="all", label="Quality flags",
                                       elem_id="f-flags")
-                f_sort = gr.Dropdown([(words, key) for key, (words, _) in curation.SORTS.items()], value="newest",
+                f_sort = gr.Dropdown([(words, key) for key, (words, _) in query_filters.SORTS.items()], value="newest",
                                      label="Sort", elem_id="f-sort")
                 refresh_btn = gr.Button("Refresh", scale=0, min_width=90)
             with gr.Row():
@@ -982,15 +984,15 @@ def build_app(config: AppConfig) -> gr.Blocks:
                             c_stages += [gr.Image(label=STAGE_LABELS[n], format="png", interactive=False, height=130,
                                                   min_width=80, elem_classes=["stage"], elem_id=f"curate-{n}",
                                                   buttons=["fullscreen"]) for n in names]
-                    c_scores = gr.Dataframe(headers=curation.DETAIL_COLUMNS, label="Scores", interactive=False,
+                    c_scores = gr.Dataframe(headers=details.DETAIL_COLUMNS, label="Scores", interactive=False,
                                             elem_id="curate-scores")
-                    c_history = gr.Dataframe(headers=curation.HISTORY_COLUMNS, label="Decision history",
+                    c_history = gr.Dataframe(headers=details.HISTORY_COLUMNS, label="Decision history",
                                              interactive=False, elem_id="curate-history")
             with gr.Row():
                 with gr.Column():
                     gr.Markdown("### Distribution of a score, and a threshold")
                     with gr.Row():
-                        h_score = gr.Dropdown([(spec.title, key) for key, spec in curation.SCORES.items()],
+                        h_score = gr.Dropdown([(spec.title, key) for key, spec in histograms.HISTOGRAM_SCORES.items()],
                                               value="label_prob", label="Score", elem_id="h-score")
                         h_threshold = gr.Slider(0, 1, value=0.2, step=0.01, label="Threshold",
                                                 elem_id="h-threshold")
@@ -1025,13 +1027,13 @@ def build_app(config: AppConfig) -> gr.Blocks:
                     with gr.Row(visible=False, elem_id="auto-confirm") as a_row:
                         a_yes = gr.Button("Apply: reject these", variant="stop", elem_id="auto-apply")
                         a_no = gr.Button("Cancel", elem_id="auto-cancel")
-            c_table = gr.Dataframe(headers=curation.TABLE_COLUMNS, label="This page as a table (click a row to "
+            c_table = gr.Dataframe(headers=pages.TABLE_COLUMNS, label="This page as a table (click a row to "
                                    "view it)", interactive=False, wrap=True, max_height=420, elem_id="curate-table")
-            query_st = gr.State(None)  # the filter shown (curation.CurationQuery)
+            query_st = gr.State(None)  # the filter shown (query_filters.CurationQuery)
             page_st = gr.State(0)
             ids_st = gr.State([])  # ids of the page shown, in order
-            sel_st = gr.State(curation.Selection())
-            bulk_st = gr.State(None)  # a counted, unconfirmed curation.BulkPlan
+            sel_st = gr.State(selections.Selection())
+            bulk_st = gr.State(None)  # a counted, unconfirmed decision_plans.DecisionPlan
             h_st = gr.State(None)
             auto_st = gr.State(None)  # a dry run's score_queries.AutoPlan
             viewed_st = gr.State(None)  # the id of the augmentation viewed

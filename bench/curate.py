@@ -53,7 +53,8 @@ def real_workspace(folder: Path) -> Path:
     """12 images x 2 through the bulk run on tiny-random at 64 px, scored by tiny-random-clip."""
     from diffusemix_core.bulk.runner import run_augment
     from diffusemix_core.engine.fractals import FractalLibrary
-    from diffusemix_core.engine.generation import GenerationSettings, Pix2PixGenerator
+    from diffusemix_core.engine.generation import GenerationSettings
+    from diffusemix_core.engine.pix2pix import Pix2PixGenerator
     from diffusemix_core.workspace.folder import Workspace
 
     rng = np.random.default_rng(5)

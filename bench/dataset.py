@@ -41,7 +41,8 @@ import torch
 from PIL import Image
 
 from diffusemix_core.engine.fractals import FractalLibrary
-from diffusemix_core.engine.generation import GenerationSettings, Pix2PixGenerator
+from diffusemix_core.engine.generation import GenerationSettings
+from diffusemix_core.engine.pix2pix import Pix2PixGenerator
 from diffusemix_core.engine.images import load_image
 from diffusemix_core.engine.masks import make_mask
 from diffusemix_core.engine.mixing import blend, hybrid

@@ -39,12 +39,8 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from diffusemix_core.engine.generation import (
-    COUNTER_NAMES,
-    GenerationRequest,
-    GenerationSettings,
-    Pix2PixGenerator,
-)
+from diffusemix_core.engine.generation import GenerationRequest, GenerationSettings
+from diffusemix_core.engine.pix2pix import COUNTER_NAMES, Pix2PixGenerator
 
 log = logging.getLogger("bench.generation")
 PROMPTS = ("autumn", "snowy", "sunset", "watercolor art", "rainbow", "aurora", "mosaic", "ukiyo-e",

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> float:
 
     from diffusemix_core.curation import quality
     from diffusemix_core.engine.test_models import tiny_tokenizer
-    from diffusemix_core.curation.scorers import DEFAULT_TEMPLATES, LabelScorer
+    from diffusemix_core.curation.label_scorer import DEFAULT_TEMPLATES, LabelScorer
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -54,7 +54,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from diffusemix_core.engine.fractals import FractalLibrary
-    from diffusemix_core.engine.generation import GenerationSettings, Pix2PixGenerator
+    from diffusemix_core.engine.generation import GenerationSettings
+    from diffusemix_core.engine.pix2pix import Pix2PixGenerator
     from diffusemix_core.bulk.runner import run_augment
     from diffusemix_core.workspace.folder import Workspace
 

@@ -19,7 +19,7 @@ _EXPORTS = {
     "AugmentationRecord": "engine.diffusemix",
     "Choice": "engine.diffusemix",
     "GenerationSettings": "engine.generation",
-    "Pix2PixGenerator": "engine.generation",
+    "Pix2PixGenerator": "engine.pix2pix",
     "DEFAULT_MODEL": "engine.generation",
     "PromptLibrary": "engine.prompts",
     "FractalLibrary": "engine.fractals",

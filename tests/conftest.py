@@ -25,7 +25,7 @@ def tiny_settings():
 
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_settings):
-    from diffusemix_core.engine.generation import Pix2PixGenerator
+    from diffusemix_core.engine.pix2pix import Pix2PixGenerator
 
     generator = Pix2PixGenerator(tiny_settings)
     generator.load()

@@ -20,7 +20,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
 
 from app import AppConfig, build_app, launch_kwargs  # noqa: E402
-from diffusemix_core.curation import page as curation  # noqa: E402
+from diffusemix_core.curation import detail as details, filters, page as pages, previews  # noqa: E402
 from diffusemix_core.bulk.runner import run_augment  # noqa: E402
 from diffusemix_core.engine.fractals import FractalLibrary  # noqa: E402
 from diffusemix_core.engine.test_models import UNTRAINED_SCORER_NOTE  # noqa: E402
@@ -77,14 +77,14 @@ def test_captions_and_the_table_carry_the_scores(app):
     demo, _ = app
     items, line, table, _ = curate(client(app), sort="label_prob")
     ws = demo.studio.workspace
-    expected = curation.page(ws, curation.CurationQuery(sort="label_prob"), 0, 40)
+    expected = pages.page(ws, filters.CurationQuery(sort="label_prob"), 0, 40)
     assert ids_of(items) == expected.ids == [row[1] for row in table["data"]]
     probs = [float(item["caption"].split(" · p ")[1].split("*")[0]) for item in items]
     assert probs == sorted(probs)  # the score sorted by is in every caption
     for item, row in zip(items, expected.rows):
         assert f"drift {row['drift']:.2f}" in item["caption"] and item["caption"].endswith(row["prompt"])
         assert Path(item["image"]).suffix == ".png"
-    assert table["headers"] == curation.TABLE_COLUMNS
+    assert table["headers"] == pages.TABLE_COLUMNS
     assert line.startswith("Items 1–24 of 24 (page 1 of 1)") and UNTRAINED_SCORER_NOTE in line
 
 
@@ -105,7 +105,7 @@ def test_viewing_an_item_does_not_change_the_selection(app):
     assert marked == [i == first for i in ids_of(items)]
     assert [row[0] for row in table["data"]] == ["✓" if i == first else "" for i in ids_of(items)]
     picture = np.asarray(Image.open(items[0]["image"]).convert("RGB"))
-    assert (picture[0, 0] == curation.SELECTED_COLOUR).all()  # the mark is in the picture too
+    assert (picture[0, 0] == previews.SELECTED_COLOUR).all()  # the mark is in the picture too
     # selecting again unselects; "Select this page" and "Clear" do what they say
     assert c.predict(api_name="/toggle_selection")[3] == "Nothing selected."
     assert c.predict(api_name="/select_page")[3].startswith("24 selected")
@@ -196,7 +196,7 @@ def test_the_detail_view_shows_six_stages_every_score_and_the_history(app):
                                                        "CLIP's top class", "flags", "drift of Î from I"]
     assert "tiny-random-clip" in summary and UNTRAINED_SCORER_NOTE in summary and f"#{aug_id}" in summary
     decided = [row for row in history["data"] if any(row)]  # an empty table may come back as one blank row
-    assert decided == [list(r) for r in curation.detail(demo.studio.workspace, aug_id).history_rows()]
+    assert decided == [list(r) for r in details.detail(demo.studio.workspace, aug_id).history_rows()]
     status = statuses(demo)[aug_id]
     assert c.predict(api_name="/approve_this") == f"Marked #{aug_id} approved."  # the item viewed
     *_, history, _ = c.predict(aug_id, api_name="/view")

@@ -1,6 +1,7 @@
-"""Curating page by page (diffusemix_core.curation.page), without a browser: queries, pages, the selection, histograms,
-thresholds, two-step bulk decisions, the detail of one item and the prompt report, on a workspace made by a real
-bulk run (tiny-random at 64 px, scored by tiny-random-clip), checked against the tables read directly."""
+"""Curating page by page (diffusemix_core.curation: filters, page, selection, histogram, decision_plans, detail,
+report_view), without a browser: queries, pages, the selection, histograms, thresholds, two-step bulk decisions, the
+detail of one item and the prompt report, on a workspace made by a real bulk run (tiny-random at 64 px, scored by
+tiny-random-clip), checked against the tables read directly."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from diffusemix_core.curation import page as curation, queries as score_queries
 from diffusemix_core.bulk.runner import run_augment
-from diffusemix_core.curation.page import CurationQuery, Selection
+from diffusemix_core.curation import decision_plans, detail as details, filters as query_filters
+from diffusemix_core.curation import histogram as histograms, page as pages, previews, queries as score_queries
+from diffusemix_core.curation import report_view as report_views
+from diffusemix_core.curation.filters import CurationQuery
+from diffusemix_core.curation.selection import Selection
 from diffusemix_core.errors import BadArgumentError, WorkspaceError
 from diffusemix_core.engine.fractals import FractalLibrary
 from diffusemix_core.engine.test_models import UNTRAINED_SCORER_NOTE
@@ -130,18 +134,18 @@ def test_pages_match_the_tables(ws, query):
     expected = expected_ids(frame, query)
     got, number = [], 0
     while True:
-        page = curation.page(ws, query, number, per_page=5)
+        page = pages.page(ws, query, number, per_page=5)
         assert page.total == len(expected) and page.pages == max(1, -(-len(expected) // 5))
         got += page.ids
         number += 1
         if number >= page.pages:
             break
     assert got == expected  # every match once, in order, page after page
-    assert curation.matching_ids(ws, query) == expected
+    assert query_filters.matching_ids(ws, query) == expected
 
 
 def test_every_sort_is_known_and_a_bad_one_is_refused():
-    assert set(curation.SORTS) == {"newest", "oldest", "drift", "label_prob", "generated_label_prob", "flags",
+    assert set(query_filters.SORTS) == {"newest", "oldest", "drift", "label_prob", "generated_label_prob", "flags",
                                    "label", "prompt", "status"}
     with pytest.raises(BadArgumentError, match="sort must be one of"):
         CurationQuery(sort="random")
@@ -150,14 +154,14 @@ def test_every_sort_is_known_and_a_bad_one_is_refused():
 
 
 def test_a_page_past_the_end_is_the_last_and_an_empty_filter_says_so(ws):
-    last = curation.page(ws, CurationQuery(), 99, per_page=10)
+    last = pages.page(ws, CurationQuery(), 99, per_page=10)
     assert last.number == 2 and len(last.rows) == N - 20 and last.describe().startswith(f"Items 21–{N} of {N}")
-    none = curation.page(ws, CurationQuery(label="no such class"), 0)
+    none = pages.page(ws, CurationQuery(label="no such class"), 0)
     assert none.total == 0 and none.rows == [] and none.describe().startswith("Nothing matches (label no such")
 
 
 def test_rows_thumbnails_captions_and_table_describe_the_same_items(ws):
-    page = curation.page(ws, CurationQuery(sort="label_prob"), 0, per_page=6)
+    page = pages.page(ws, CurationQuery(sort="label_prob"), 0, per_page=6)
     frame = table(ws).set_index("id")
     assert [set(r) for r in page.rows] == [set(score_queries.SCORED_COLUMNS)] * 6
     for row, thumb, text, line in zip(page.rows, page.thumbnails, page.captions(), page.table()):
@@ -172,7 +176,7 @@ def test_rows_thumbnails_captions_and_table_describe_the_same_items(ws):
 
 def test_previews_are_made_for_the_page_only(own_ws):
     shutil.rmtree(own_ws.path / "cache")  # a workspace whose previews were deleted: made again on first view
-    page = curation.page(own_ws, CurationQuery(sort="drift"), 1, per_page=4)
+    page = pages.page(own_ws, CurationQuery(sort="drift"), 1, per_page=4)
     made = sorted((own_ws.path / "cache" / "thumbs").rglob("*.png"))
     assert sorted(page.thumbnails) == made and len(made) == 4
     with Image.open(made[0]) as preview:
@@ -180,15 +184,15 @@ def test_previews_are_made_for_the_page_only(own_ws):
 
 
 def test_served_copies_are_made_once_and_selected_ones_are_marked(ws, tmp_path):
-    page = curation.page(ws, CurationQuery(), 0, per_page=3)
-    served = curation.served_copies(page.thumbnails, tmp_path / "served", [False, True, False])
+    page = pages.page(ws, CurationQuery(), 0, per_page=3)
+    served = previews.served_copies(page.thumbnails, tmp_path / "served", [False, True, False])
     assert [Path(p).parent for p in served] == [tmp_path / "served"] * 3
     assert Path(served[0]).read_bytes() == page.thumbnails[0].read_bytes()
     marked = np.asarray(Image.open(served[1]).convert("RGB"))
     plain = np.asarray(Image.open(page.thumbnails[1]).convert("RGB"))
-    assert marked.shape == plain.shape and (marked[0, 0] == curation.SELECTED_COLOUR).all()
+    assert marked.shape == plain.shape and (marked[0, 0] == previews.SELECTED_COLOUR).all()
     stamp = Path(served[1]).stat().st_mtime_ns
-    assert curation.served_copies(page.thumbnails[1:2], tmp_path / "served", [True]) == served[1:2]
+    assert previews.served_copies(page.thumbnails[1:2], tmp_path / "served", [True]) == served[1:2]
     assert Path(served[1]).stat().st_mtime_ns == stamp  # not made again
     assert not list((tmp_path / "served").glob(".tmp-*"))
 
@@ -208,7 +212,7 @@ def test_selection_is_a_value_with_explicit_changes():
 
 
 def test_captions_and_table_mark_the_selected(ws):
-    page = curation.page(ws, CurationQuery(), 0, per_page=4)
+    page = pages.page(ws, CurationQuery(), 0, per_page=4)
     selection = Selection().add(page.ids[1])
     assert [c.startswith("✓ ") for c in page.captions(selection)] == [False, True, False, False]
     assert [line[0] for line in page.table(selection)] == ["", "✓", "", ""]
@@ -224,22 +228,22 @@ def test_form_values_become_a_query():
 
 
 # ------------------------------------------------------------------------------------------------ distribution
-@pytest.mark.parametrize("score", list(curation.SCORES))
+@pytest.mark.parametrize("score", list(histograms.HISTOGRAM_SCORES))
 @pytest.mark.parametrize("threshold", [0.0, 0.3, 0.55, 1.0])
 def test_histogram_and_threshold_count_match_the_tables(ws, score, threshold):
     query = CurationQuery(status="pending")
     frame = table(ws)
     values = frame[frame.status == "pending"][score]
-    hist = curation.histogram(ws, query, score, bins=10, threshold=threshold)
+    hist = histograms.histogram(ws, query, score, bins=10, threshold=threshold)
     present = values.dropna()
     expected = np.histogram(np.minimum(present, 1 - 1e-12), bins=10, range=(0, 1))[0]
     assert (np.asarray(hist.kept) + np.asarray(hist.past)).tolist() == expected.tolist()
     assert hist.missing == values.isna().sum() and hist.total == len(present)
-    past = present < threshold if curation.SCORES[score].reject_below else present > threshold
-    assert sum(hist.past) == past.sum() == curation.threshold_count(ws, query, score, threshold)
-    side = curation.SCORES[score].side
+    past = present < threshold if histograms.HISTOGRAM_SCORES[score].reject_below else present > threshold
+    assert sum(hist.past) == past.sum() == histograms.threshold_count(ws, query, score, threshold)
+    side = histograms.HISTOGRAM_SCORES[score].side
     assert hist.describe().startswith(f"**{past.sum()}** of the {len(values)} shown have "
-                                      f"{curation.SCORES[score].title} {side} {threshold:.2f}")
+                                      f"{histograms.HISTOGRAM_SCORES[score].title} {side} {threshold:.2f}")
     assert hist.action() == f"Reject the {past.sum()} shown {side} {threshold:.2f}…"
     rows = hist.rows()
     assert {r["bin"] for r in rows} == {f"{i / 10:.2f}" for i in range(10)}  # every bin is on the axis
@@ -248,8 +252,8 @@ def test_histogram_and_threshold_count_match_the_tables(ws, score, threshold):
 
 def test_threshold_reject_count_equals_what_is_rejected(own_ws):
     query = CurationQuery(status="pending")
-    count = curation.threshold_count(own_ws, query, "label_prob", 0.3)
-    plan = curation.plan_threshold(own_ws, query, "label_prob", 0.3)
+    count = histograms.threshold_count(own_ws, query, "label_prob", 0.3)
+    plan = decision_plans.plan_threshold(own_ws, query, "label_prob", 0.3)
     assert 0 < count < N and plan.count == count and plan.status == "rejected"
     assert plan.question() == (f"Reject {count} augmentations shown with label prob of A below 0.30? Nothing "
                                "changes until you confirm.")
@@ -265,15 +269,15 @@ def test_threshold_reject_count_equals_what_is_rejected(own_ws):
 
 def test_bad_scores_and_thresholds_are_refused(ws):
     with pytest.raises(BadArgumentError, match="score must be one of"):
-        curation.histogram(ws, CurationQuery(), "top_prob")
+        histograms.histogram(ws, CurationQuery(), "top_prob")
     with pytest.raises(BadArgumentError, match=r"threshold must be in \[0, 1\]"):
-        curation.threshold_count(ws, CurationQuery(), "drift", 1.5)
+        histograms.threshold_count(ws, CurationQuery(), "drift", 1.5)
 
 
 # ------------------------------------------------------------------------------------------------ decisions
 def test_a_bulk_plan_changes_nothing_until_applied_then_one_undo_reverts_it(own_ws):
     query = CurationQuery(label="dogs", status="pending")
-    plan = curation.plan_matching(own_ws, query, "approved")
+    plan = decision_plans.plan_matching(own_ws, query, "approved")
     expected = expected_ids(table(own_ws), query)
     assert sorted(plan.ids) == sorted(expected) and plan.count == len(expected)
     assert plan.question().startswith(f"Approve {len(expected)} augmentations matching the filter (label dogs")
@@ -283,20 +287,20 @@ def test_a_bulk_plan_changes_nothing_until_applied_then_one_undo_reverts_it(own_
     assert plan.outcome(decision).startswith(f"✅ Approved {len(expected)} augmentations matching the filter")
     after = table(own_ws).set_index("id")
     assert (after.loc[expected, "status"] == "approved").all()
-    assert [h["origin"] for h in curation.detail(own_ws, expected[0]).history] == ["app"]
+    assert [h["origin"] for h in details.detail(own_ws, expected[0]).history] == ["app"]
     own_ws.undo_last_review(origin="app")
     assert (table(own_ws).set_index("id").loc[expected, "status"] == "pending").all()
 
 
 def test_plan_selected_leaves_alone_what_the_filter_no_longer_shows(own_ws):
-    pending = curation.matching_ids(own_ws, CurationQuery(status="pending"))
+    pending = query_filters.matching_ids(own_ws, CurationQuery(status="pending"))
     selection = Selection().add(pending[0], pending[1], 2)  # 2 was rejected: not shown by status pending
-    plan = curation.plan_selected(own_ws, CurationQuery(status="pending"), selection, "rejected")
+    plan = decision_plans.plan_selected(own_ws, CurationQuery(status="pending"), selection, "rejected")
     assert sorted(plan.ids) == sorted(pending[:2]) and plan.left_out == 1
     assert "1 selected no longer match the filter" in plan.question()
     with pytest.raises(BadArgumentError, match="nothing is selected"):
-        curation.plan_selected(own_ws, CurationQuery(), Selection(), "rejected")
-    empty = curation.BulkPlan("rejected", (), "from the selection")
+        decision_plans.plan_selected(own_ws, CurationQuery(), Selection(), "rejected")
+    empty = decision_plans.DecisionPlan("rejected", (), "from the selection")
     with pytest.raises(BadArgumentError, match="nothing to decide"):
         empty.apply(own_ws)
 
@@ -304,7 +308,7 @@ def test_plan_selected_leaves_alone_what_the_filter_no_longer_shows(own_ws):
 # ------------------------------------------------------------------------------------------------ one item
 def test_detail_shows_every_score_the_scorer_and_the_history(ws):
     frame = table(ws).set_index("id")
-    detail = curation.detail(ws, 2)
+    detail = details.detail(ws, 2)
     rows = {r[0]: r[1:] for r in detail.score_rows()}
     assert rows["label probability"] == [f"{frame.loc[2, 'label_prob']:.3f}",
                                          f"{frame.loc[2, 'generated_label_prob']:.3f}"]
@@ -315,16 +319,16 @@ def test_detail_shows_every_score_the_scorer_and_the_history(ws):
     assert detail.untrained and UNTRAINED_SCORER_NOTE in detail.summary() and "tiny-random-clip" in detail.summary()
     assert "`ws-2`" in detail.summary() and "status **rejected**" in detail.summary()
     assert [h[1:4] for h in detail.history_rows()] == [["rejected", "pending", "app"]]
-    assert curation.detail(ws, 5).history_rows()[0][1:4] == ["approved", "pending", "cli"]
+    assert details.detail(ws, 5).history_rows()[0][1:4] == ["approved", "pending", "cli"]
     with pytest.raises(WorkspaceError, match="no augmentation #999"):
-        curation.detail(ws, 999)
+        details.detail(ws, 999)
 
 
 # ------------------------------------------------------------------------------------------------ report, rules
-@pytest.mark.parametrize("metric", list(curation.REPORT_METRICS))
+@pytest.mark.parametrize("metric", list(report_views.REPORT_METRICS))
 def test_report_view_is_the_prompt_report(ws, metric):
     report = score_queries.prompt_report(ws)
-    view = curation.report_view(ws, metric=metric)
+    view = report_views.report_view(ws, metric=metric)
     assert view.columns == [c for c in score_queries.REPORT_COLUMNS if c not in ("label", "scorer")]
     assert len(view.rows) == len(report) and [r[-1] for r in view.rows] == [True] * len(report)  # untrained
     assert [b["prompt"] for b in view.bars] == [r["prompt"] for r in report if r[metric] is not None]
@@ -334,19 +338,19 @@ def test_report_view_is_the_prompt_report(ws, metric):
 
 
 def test_report_view_by_class_and_for_one_class(ws):
-    by_class = curation.report_view(ws, by_class=True, label="dogs")
+    by_class = report_views.report_view(ws, by_class=True, label="dogs")
     assert "label" in by_class.columns and len(by_class.rows) == len(score_queries.prompt_report(ws, by_class=True))
     dogs = [r for r in score_queries.prompt_report(ws, by_class=True) if r["label"] == "dogs"]
     assert [(b["prompt"], b["label"]) for b in by_class.bars] == [(r["prompt"], "dogs") for r in dogs]
-    one_class = curation.report_view(ws, label="dogs")  # the plot of one class, the table per prompt
+    one_class = report_views.report_view(ws, label="dogs")  # the plot of one class, the table per prompt
     assert one_class.bars == by_class.bars and "label" not in one_class.columns
     with pytest.raises(BadArgumentError, match="metric must be one of"):
-        curation.report_view(ws, metric="count")
+        report_views.report_view(ws, metric="count")
 
 
 def test_auto_review_rows_count_per_rule_label_and_prompt(ws):
     plan = score_queries.auto_review_plan(ws, score_queries.AutoRules(min_label_prob=0.4, reject_flagged=True))
-    text, rows = curation.auto_review_rows(plan)
+    text, rows = score_queries.auto_review_rows(plan)
     assert text.startswith(f"Would reject {len(plan.reject)} of {plan.pending} pending augmentation(s)")
     assert UNTRAINED_SCORER_NOTE in text
     assert {r[1]: r[2] for r in rows if r[0] == "rule"} == plan.by_rule()
@@ -355,6 +359,6 @@ def test_auto_review_rows_count_per_rule_label_and_prompt(ws):
 
 
 def test_filter_choices_are_the_labels_and_prompts_there_are(ws):
-    labels, prompts = curation.filter_choices(ws)
+    labels, prompts = query_filters.filter_choices(ws)
     frame = table(ws)
     assert labels == sorted(set(frame.label)) == list(CLASSES) and prompts == sorted(set(frame.prompt))

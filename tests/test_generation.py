@@ -23,13 +23,8 @@ from diffusemix_core.errors import (
     DiffuseMixError,
     ModelUnavailableError,
 )
-from diffusemix_core.engine.generation import (
-    DEFAULT_MODEL,
-    GenerationRequest,
-    GenerationSettings,
-    Pix2PixGenerator,
-    working_size,
-)
+from diffusemix_core.engine.generation import DEFAULT_MODEL, GenerationRequest, GenerationSettings, working_size
+from diffusemix_core.engine.pix2pix import Pix2PixGenerator
 from diffusemix_core.engine.test_models import TINY_TOKENIZER_DIR, build_tiny_random_pipeline, write_tiny_tokenizer_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -322,6 +317,34 @@ def test_default_model_offline_with_empty_cache_fails_fast_in_process(tmp_path, 
     assert DEFAULT_MODEL in message and "--model PATH" in message and "--model tiny-random" in message
     assert "HF_HUB_OFFLINE is set" in message  # conftest sets it: the message says so
     assert "\n" not in message
+    # the download command huggingface_hub installs today (`hf`, not the gone `huggingface-cli`), and the whole cache
+    # folder the model was looked for in
+    assert f"`hf download {DEFAULT_MODEL}`" in message and "huggingface-cli" not in message
+    assert f"cache {tmp_path / 'hub'} and" in message
+
+
+def test_the_download_remedy_names_the_revision():
+    from diffusemix_core.engine.model_loading import download_hint
+
+    assert "`hf download org/model --revision v2`" in download_hint("org/model", revision="v2")
+    assert "`hf download org/model`" in download_hint("org/model")
+
+
+def test_loading_a_model_prints_nothing_about_torchvision(tmp_path):
+    """Without torchvision (never installed here) transformers warns each time diffusers asks it for
+    CLIPImageProcessor: loading and running the generator in a fresh process must not print that."""
+    code = (
+        "from diffusemix_core.engine.generation import GenerationSettings, GenerationRequest\n"
+        "from diffusemix_core.engine.pix2pix import Pix2PixGenerator\n"
+        "import numpy as np\n"
+        "gen = Pix2PixGenerator(GenerationSettings(model='tiny-random', steps=1, resolution=64, device='cpu'))\n"
+        "gen.generate([GenerationRequest(np.zeros((16, 16, 3), np.uint8) + 99, 'k', 'p', 1)])\n"
+        "print('generated')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "generated", proc.stderr
+    assert "torchvision" not in proc.stderr and "ImageProcessor" not in proc.stderr, proc.stderr
 
 
 def test_uncached_model_with_downloads_on_but_no_reachable_hub_fails_fast(tmp_path):
@@ -337,7 +360,8 @@ def test_uncached_model_with_downloads_on_but_no_reachable_hub_fails_fast(tmp_pa
     # machine once took 5 s for the imports alone), not on how fast this machine reads torch from disk.
     code = (
         "import time, torch, diffusers, huggingface_hub\n"
-        "from diffusemix_core.engine.generation import Pix2PixGenerator, GenerationSettings\n"
+        "from diffusemix_core.engine.generation import GenerationSettings\n"
+        "from diffusemix_core.engine.pix2pix import Pix2PixGenerator\n"
         "gen = Pix2PixGenerator(GenerationSettings(device='cpu'))\n"
         "start = time.perf_counter()\n"
         "try:\n"
@@ -395,7 +419,8 @@ def test_default_model_offline_with_empty_hf_home_fails_fast_in_a_fresh_process(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE", "DIFFUSEMIX_"))}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
     code = (
-        "from diffusemix_core.engine.generation import Pix2PixGenerator, GenerationSettings\n"
+        "from diffusemix_core.engine.generation import GenerationSettings\n"
+        "from diffusemix_core.engine.pix2pix import Pix2PixGenerator\n"
         "Pix2PixGenerator(GenerationSettings(device='cpu')).load()\n"
     )
     start = time.perf_counter()

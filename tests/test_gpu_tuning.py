@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from diffusemix_core.engine import gpu_tuning
+from diffusemix_core.engine import gpu_tuning, pix2pix
 from diffusemix_core.errors import BadArgumentError
-from diffusemix_core.engine.generation import GenerationRequest, GenerationSettings, Pix2PixGenerator
+from diffusemix_core.engine.generation import GenerationRequest, GenerationSettings
+from diffusemix_core.engine.pix2pix import Pix2PixGenerator
 from diffusemix_core.engine.gpu_tuning import AUTO_CPU_BATCH_SIZE, choose_batch_size
 from diffusemix_core.engine.test_models import build_tiny_random_pipeline
 
@@ -52,13 +53,13 @@ def test_a_half_precision_vae_that_overflows_is_decoded_again_in_float32(monkeyp
     latents = gen._denoise([gen_work(gen, req)])
     expected = gen._decoder32.decode(latents)[0]
     array = ((expected.float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    from diffusemix_core.engine.generation import _resize
+    from diffusemix_core.engine.pix2pix import _resize
 
     assert np.array_equal(_resize(array, *req.image.shape[:2]), result.image)
 
 
 def gen_work(gen, req):
-    from diffusemix_core.engine.generation import _Work
+    from diffusemix_core.engine.pix2pix import _Work
 
     return _Work(0, req, req.seed, gen.working_size(*req.image.shape[:2]))
 
@@ -128,7 +129,7 @@ def test_compile_wraps_the_generators_own_unet_not_the_shared_pipeline(monkeypat
         wrapped.append(unet)
         return unet  # the real torch.compile takes minutes on this CPU; the wiring is what is tested here
 
-    monkeypatch.setattr(gpu_tuning, "compile_unet", fake_compile)
+    monkeypatch.setattr(pix2pix, "compile_unet", fake_compile)  # the name the generator calls
     pipe = build_tiny_random_pipeline()
     gen = Pix2PixGenerator(GenerationSettings(model="tiny-random", steps=2, resolution=64, device="cpu",
                                               compile=True), pipeline=pipe)

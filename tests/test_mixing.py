@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 
 from diffusemix_core.errors import BadArgumentError
 from diffusemix_core.engine.masks import ALL_MASK_KINDS, make_mask
-from diffusemix_core.engine.mixing import _blend_plan, blend, hybrid
+from diffusemix_core.engine.mixing import _blend_plan, blend, check_lam_range, hybrid
 
 dims = st.integers(1, 12)
 FAST = settings(max_examples=80, deadline=None)
@@ -198,3 +198,17 @@ def test_pure_modules_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                             capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("lam, expected", [(0.2, (0.2, 0.2)), (0, (0.0, 0.0)), (np.float32(0.5), (0.5, 0.5)),
+                                           ((0.1, 0.3), (0.1, 0.3)), ([0.4, 0.4], (0.4, 0.4))])
+def test_check_lam_range_accepts_a_number_or_an_ordered_pair(lam, expected):
+    assert check_lam_range(lam) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("lam, needle", [((0.3, 0.1), "reversed"), ((0.1, 2.0), "2.0"), ("0.2", "'0.2'"),
+                                         ((0.1,), "(0.1,)"), (True, "True"), (float("nan"), "nan")])
+def test_check_lam_range_names_the_bad_value_and_the_rule(lam, needle):
+    with pytest.raises(BadArgumentError, match=r"\[0, 1\]|low <= high") as err:
+        check_lam_range(lam)
+    assert needle in str(err.value)

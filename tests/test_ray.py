@@ -26,7 +26,8 @@ from diffusemix_core.bulk.runner import run_augment
 from diffusemix_core.bulk.stages import Commit, Planner
 from diffusemix_core.errors import ModelUnavailableError
 from diffusemix_core.engine.fractals import FractalLibrary
-from diffusemix_core.engine.generation import GenerationSettings, Pix2PixGenerator
+from diffusemix_core.engine.generation import GenerationSettings
+from diffusemix_core.engine.pix2pix import Pix2PixGenerator
 from diffusemix_core.workspace.folder import Workspace
 from test_cli_workspace import (BATCH, PER_IMAGE, ROOT, assert_exactly_once, augment_args, choices_by_slot, cli_env,
                                 make_dataset, rows)

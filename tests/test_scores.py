@@ -19,7 +19,7 @@ from diffusemix_core.errors import BadArgumentError, ModelUnavailableError
 from diffusemix_core.engine.fractals import FractalLibrary
 from diffusemix_core.engine.generation import GenerationResult, GenerationSettings
 from diffusemix_core.engine.test_models import TEST_SCORERS
-from diffusemix_core.curation.scorers import DEFAULT_SCORER
+from diffusemix_core.curation.label_scorer import DEFAULT_SCORER
 from diffusemix_core.workspace.folder import Workspace
 
 FRACTALS = FractalLibrary.procedural(3, seed=0, size=32)

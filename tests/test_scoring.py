@@ -1,4 +1,5 @@
-"""Label consistency scoring (diffusemix_core.curation.scorers): class names, mapping files, the scorer's maths and loading."""
+"""Label consistency scoring: class names and mapping files (diffusemix_core.curation.class_names), the scorer's
+maths and loading (diffusemix_core.curation.label_scorer)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,8 @@ import pytest
 
 from diffusemix_core.errors import BadArgumentError, ModelUnavailableError
 from diffusemix_core.engine.test_models import TEST_SCORERS, UNTRAINED_SCORER_NOTE, build_tiny_random_clip, is_test_model
-from diffusemix_core.curation.scorers import (
-    DEFAULT_SCORER,
-    DEFAULT_TEMPLATES,
-    LabelScore,
-    LabelScorer,
-    class_names,
-    load_class_mapping,
-    name_from_label,
-)
+from diffusemix_core.curation.class_names import class_names, load_class_mapping, name_from_label
+from diffusemix_core.curation.label_scorer import DEFAULT_SCORER, DEFAULT_TEMPLATES, LabelConsistency, LabelScorer
 
 NAMES = ["tench", "goldfish", "great white shark", "tabby cat", "golden retriever"]
 
@@ -59,7 +53,7 @@ def tiny_folder(tmp_path_factory):
 # --------------------------------------------------------------------------------------------------- import
 def test_import_is_light_and_an_unavailable_scorer_fails_before_torch_is_imported():
     code = ("import os, sys; os.environ['HF_HUB_OFFLINE'] = '1'\n"
-            "import diffusemix_core.curation.scorers as s, diffusemix_core.curation.quality\n"
+            "import diffusemix_core.curation.label_scorer as s, diffusemix_core.curation.quality\n"
             "try: s.LabelScorer('diffusemix-tests/no-such-clip').load()\n"
             "except s.ModelUnavailableError: pass\n"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
@@ -91,11 +85,11 @@ def test_class_names_from_folders_and_mapping():
 
 
 def test_class_names_warns_about_unnamed_imagenet_ids(caplog):
-    with caplog.at_level(logging.WARNING, logger="diffusemix_core.curation.scorers"):
+    with caplog.at_level(logging.WARNING, logger="diffusemix_core.curation.class_names"):
         class_names(["n01440764", "cat"])
     assert "mapping" in caplog.text and "n01440764" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="diffusemix_core.curation.scorers"):
+    with caplog.at_level(logging.WARNING, logger="diffusemix_core.curation.class_names"):
         class_names(["n01440764"], {"n01440764": "tench"})
     assert caplog.text == ""
 
@@ -174,7 +168,7 @@ def test_scores_are_probabilities_and_ranks(scorer, images):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
     assert (probs > 0).all()
     scores = scorer.score(images, true, NAMES)
-    assert len(scores) == len(images) and all(isinstance(s, LabelScore) for s in scores)
+    assert len(scores) == len(images) and all(isinstance(s, LabelConsistency) for s in scores)
     for row, name, s in zip(probs, true, scores):
         p = row[NAMES.index(name)]
         assert s.prob == pytest.approx(p)
@@ -270,6 +264,10 @@ def test_uncached_hub_scorer_fails_fast_with_one_sentence():
     message = str(err.value)
     assert "--scorer tiny-random-clip" in message and "diffusemix-tests/no-such-clip" in message
     assert "\n" not in message and message.endswith(".") and message.count(". ") == 0
+    from huggingface_hub import constants
+
+    assert "`hf download diffusemix-tests/no-such-clip`" in message and "huggingface-cli" not in message
+    assert f"cache {Path(constants.HF_HUB_CACHE).absolute()} and" in message  # the whole folder, not 'hub'
 
 
 def test_local_folder_loads_and_scores_the_same(tiny_folder, scorer, images):
@@ -297,6 +295,25 @@ def test_local_folder_loads_without_torchvision_warnings(tiny_folder, tmp_path):
         logger.removeHandler(handler)
     messages = [r.getMessage() for r in records] + [str(w.message) for w in caught]
     assert not [m for m in messages if "torchvision" in m], messages
+
+
+def test_augment_with_the_tiny_scorer_prints_nothing_about_torchvision(tmp_path):
+    """A user's `augment --scorer tiny-random-clip` (generator and scorer loaded in one fresh process): transformers'
+    torchvision-fallback warning (two lines per command before) is not printed, and the run says what it did."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for label in ("cat", "dog"):
+        (tmp_path / "train" / label).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(tmp_path / "train" / label / "a.png")
+    command = [sys.executable, "-m", "diffusemix_core", "augment", "--train-dir", str(tmp_path / "train"),
+               "--workspace", str(tmp_path / "ws"), "--model", "tiny-random", "--resolution", "64", "--steps", "1",
+               "--scorer", "tiny-random-clip", "--no-progress"]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 augmentations added" in proc.stdout and "tiny-random-clip" in proc.stdout, proc.stdout
+    assert "torchvision" not in proc.stdout + proc.stderr and "ImageProcessor" not in proc.stderr, proc.stderr
 
 
 def test_bad_local_folders(tmp_path):

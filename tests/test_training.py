@@ -23,12 +23,8 @@ from diffusemix_core.engine.generation import GenerationSettings
 from diffusemix_core.engine.images import load_image
 from diffusemix_core.engine.masks import make_mask
 from diffusemix_core.engine.mixing import blend, hybrid
-from diffusemix_core.training.dataset import (
-    DiffuseMixDataset,
-    jsd_loss,
-    resize_center_crop,
-    to_tensor,
-)
+from diffusemix_core.training.dataset import DiffuseMixDataset, resize_center_crop, to_tensor
+from diffusemix_core.training.losses import jsd_loss
 from diffusemix_core.bulk.runner import run_augment
 from diffusemix_core.workspace.folder import Workspace
 

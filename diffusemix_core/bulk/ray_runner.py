@@ -460,7 +460,7 @@ class _GenerateActor:
         if generator_factory is not None:
             generator = generator_factory()
         else:
-            from ..engine.generation import Pix2PixGenerator
+            from ..engine.pix2pix import Pix2PixGenerator
 
             generator = Pix2PixGenerator(settings)
         self.generate = Generate(generator, batch_size=batch_size)

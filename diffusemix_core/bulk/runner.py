@@ -49,7 +49,8 @@ from .threads import run_stages
 
 if TYPE_CHECKING:
     from ..engine.fractals import FractalLibrary
-    from ..engine.generation import GenerationSettings, Pix2PixGenerator
+    from ..engine.generation import GenerationSettings
+    from ..engine.pix2pix import Pix2PixGenerator
     from ..engine.prompts import PromptLibrary
     from ..workspace.folder import Workspace
 
@@ -173,7 +174,8 @@ def run_augment(
     scores stage after compose: label consistency and quality flags of every Î and A (``scores.score_stage``;
     ``class_map``: a class-name mapping file, remembered in the workspace).
     """
-    from ..engine.generation import GenerationSettings, Pix2PixGenerator
+    from ..engine.generation import GenerationSettings
+    from ..engine.pix2pix import Pix2PixGenerator
 
     per_image = check_int("per_image", per_image, minimum=1)
     auto_batch = batch_size == "auto"

@@ -38,7 +38,8 @@ from ..workspace.thumbnails import Thumbnails, thumbnail_key, thumbnail_png
 
 if TYPE_CHECKING:
     from ..engine.diffusemix import AugmentationRecord
-    from ..engine.generation import GenerationSettings, Pix2PixGenerator
+    from ..engine.generation import GenerationSettings
+    from ..engine.pix2pix import Pix2PixGenerator
     from ..workspace.folder import Workspace
 
 __all__ = ["Batch", "Commit", "Compose", "Generate", "Planner", "RunSummary", "Slot", "Source", "job_keys",

@@ -1,6 +1,6 @@
 """Curation at scale, the reading side: augmentations filtered and sorted by their scores, the rules of
-``review --auto``, and the prompt report (which prompts break which classes?). The scores are written by
-``scores.py``; the tables are described in docs/workspace.md ("Scores").
+``review --auto`` (and their dry run in words), and the prompt report (which prompts break which classes?). The
+scores are written by ``scores.py``; the tables are described in docs/workspace.md ("Scores").
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engine.test_models import UNTRAINED_SCORER_NOTE
 from ..errors import BadArgumentError
 from ..workspace.manifest import Manifest
 from .scores import (AUGMENTATION, FLAGS, GENERATION, HUMAN_ORIGINS, LABEL_KIND, LABEL_PROB, LABEL_RANK,
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from ..workspace.folder import Workspace
 
 __all__ = ["AutoPlan", "AutoRules", "REPORT_COLUMNS", "SCORED_COLUMNS", "apply_auto_review", "auto_review_plan",
-           "human_verdicts", "prompt_report", "scored_augmentations"]
+           "auto_review_rows", "human_verdicts", "prompt_report", "scored_augmentations", "scored_filters"]
 
 
 # ------------------------------------------------------------------------------------------------ queries
@@ -69,6 +70,25 @@ def _scored_sql(label_id: int | None, quality_id: int | None, untrained: bool = 
     return columns, joins
 
 
+def scored_filters(*, label: str | None = None, prompt: str | None = None, status: str | None = None,
+                   max_drift: float | None = None, min_drift: float | None = None, ids=None,
+                   min_label_prob: float | None = None, max_label_prob: float | None = None,
+                   flagged: bool | None = None) -> tuple[list[str], list]:
+    """The WHERE clauses (to be ANDed, over the aliases of :func:`_scored_sql`) and their parameters of the filters
+    that :func:`scored_augmentations` and the Curate view share. None = no filter."""
+    where, params = Manifest.where(label=label, prompt=prompt, status=status, max_drift=max_drift,
+                                   min_drift=min_drift, ids=ids)
+    clauses = [where[len(" WHERE "):]] if where else []
+    for clause, value in (("pa.value >= ?", min_label_prob), ("pa.value <= ?", max_label_prob)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(float(value))
+    if flagged is not None:
+        clauses.append(f"({_FLAGGED}) = ?")
+        params.append(int(bool(flagged)))
+    return clauses, params
+
+
 def scored_augmentations(workspace: Workspace, *, scorer: str | int | None = None, label: str | None = None,
                          prompt: str | None = None, status: str | None = None, max_drift: float | None = None,
                          min_drift: float | None = None, min_label_prob: float | None = None,
@@ -89,18 +109,9 @@ def scored_augmentations(workspace: Workspace, *, scorer: str | int | None = Non
     with workspace.manifest.session() as db:
         label_row = latest_scorer(workspace, LABEL_KIND, scorer, db=db)
         quality_row = latest_scorer(workspace, QUALITY_KIND, db=db)
-        where, params = Manifest.where(label=label, prompt=prompt, status=status, max_drift=max_drift,
-                                       min_drift=min_drift, ids=ids)
-        clauses = [where[len(" WHERE "):]] if where else []
-        if min_label_prob is not None:
-            clauses.append("pa.value >= ?")
-            params.append(float(min_label_prob))
-        if max_label_prob is not None:
-            clauses.append("pa.value <= ?")
-            params.append(float(max_label_prob))
-        if flagged is not None:
-            clauses.append(f"({_FLAGGED}) = ?")
-            params.append(int(bool(flagged)))
+        clauses, params = scored_filters(label=label, prompt=prompt, status=status, max_drift=max_drift,
+                                         min_drift=min_drift, ids=ids, min_label_prob=min_label_prob,
+                                         max_label_prob=max_label_prob, flagged=flagged)
         columns, joins = _scored_sql(label_row and label_row["id"], quality_row and quality_row["id"],
                                      bool(label_row and label_row["is_test_model"]))
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
@@ -232,6 +243,20 @@ def apply_auto_review(workspace: Workspace, plan: AutoPlan) -> Decision | None:
     if not plan.reject:
         return None
     return workspace.review("rejected", origin="auto", ids=plan.ids, current_status="pending", note=plan.note())
+
+
+def auto_review_rows(plan: AutoPlan) -> tuple[str, list[list]]:
+    """The dry run of ``review --auto`` in words and as [by, name, would reject] rows (per rule, label, prompt)."""
+    n = len(plan.reject)
+    text = (f"Would reject {n:,} of {plan.pending:,} pending augmentation(s)"
+            + (f"; {plan.unscored:,} could not be judged (a score is missing) and stay pending" if plan.unscored
+               else "") + ". Nothing changes until you apply.")
+    if plan.scorer is not None and plan.scorer.get("is_test_model"):
+        text += f" ⚠️ *{UNTRAINED_SCORER_NOTE}.*"
+    rows = [["rule", name, count] for name, count in plan.by_rule().items()]
+    rows += [["label", name, count] for name, count in plan.counts("label").items()]
+    rows += [["prompt", name, count] for name, count in plan.counts("prompt").items()]
+    return text, rows
 
 
 # ------------------------------------------------------------------------------------------------ the report

@@ -46,7 +46,8 @@ from ..errors import BadArgumentError, ModelUnavailableError
 from ..workspace.manifest import now, write
 from ..engine.test_models import TEST_MODELS, TEST_SCORERS, UNTRAINED_SCORER_NOTE
 from ..workspace.labels import UNLABELLED
-from .scorers import DEFAULT_BATCH_SIZE, DEFAULT_SCORER, DEFAULT_TEMPLATES, LabelScorer, class_names, load_class_mapping
+from .class_names import class_names, load_class_mapping
+from .label_scorer import DEFAULT_BATCH_SIZE, DEFAULT_SCORER, DEFAULT_TEMPLATES, LabelScorer
 
 if TYPE_CHECKING:
     from ..bulk.stages import Batch, Source

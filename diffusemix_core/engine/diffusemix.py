@@ -4,7 +4,7 @@ The story of one augmentation, top to bottom:
 
 1. ``sample``   draws the random choices of Algorithm 1 (prompt, mask, fractal, seed) from a seeded
                 ``numpy.random.Generator`` and returns them as plain :class:`Choice` values;
-2. ``generate`` turns (image, rendered prompt, seed) into Î with InstructPix2Pix (``generation.py``);
+2. ``generate`` turns (image, rendered prompt, seed) into Î with InstructPix2Pix (``pix2pix.py``);
 3. ``compose``  applies the choices deterministically: H = M⊙I + (1−M)⊙Î, A = (1−λ)H + λF, plus the drift of Î;
 4. the result is one :class:`AugmentationRecord` holding every stage and every choice.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -25,14 +25,13 @@ from ..checks import check_int
 from .drift import drift_score
 from ..errors import BadArgumentError, BadPromptError
 from .fractals import FractalLibrary, fit_to
+from .generation import GenerationRequest, GenerationSettings
 from .images import image_key, load_image
 from .masks import MASK_KINDS, check_mask_kind, make_mask, mask_to_uint8
 from .mixing import blend, check_lam, hybrid
+from .pix2pix import Pix2PixGenerator  # torch and diffusers load with the model, not here
 from .prompts import PromptLibrary
 from .test_models import is_test_model
-
-if TYPE_CHECKING:  # generation imports torch lazily; keep `import diffusemix_core.engine` light
-    from .generation import GenerationSettings, Pix2PixGenerator
 
 SEED_LIMIT = 2**31 - 1
 STAGE_NAMES = ("original", "generated", "mask", "hybrid", "fractal", "final")
@@ -299,8 +298,6 @@ class DiffuseMix(Mixer):
     ) -> None:
         super().__init__(prompts, fractals, masks, lam=lam, feather=feather, seed=seed)
         if generator is None:
-            from .generation import GenerationSettings, Pix2PixGenerator
-
             generator = Pix2PixGenerator(settings or GenerationSettings())
         self.generator = generator
 
@@ -363,8 +360,6 @@ class DiffuseMix(Mixer):
         The same image may appear several times (one entry per augmentation slot); give `image_keys` (e.g. the
         file's sha256) so each distinct image is VAE-encoded once, otherwise keys are content hashes.
         """
-        from .generation import GenerationRequest
-
         if len(images) != len(choices):
             raise BadArgumentError(f"{len(images)} images but {len(choices)} choices; give one choice per image.")
         lam = self.lam if lam is None else check_lam(lam)

@@ -1,73 +1,41 @@
-"""The denoising loop of DiffuseMix: settings, requests, and a batched, cached InstructPix2Pix generator.
+"""What a generation is asked and what it gives: the settings of the diffusion model, one request, one result.
 
-Generation is InstructPix2Pix (diffusers' ``StableDiffusionInstructPix2PixPipeline``) with the Euler-ancestral
-scheduler, as in the authors' public code. :class:`Pix2PixGenerator` runs the pipeline's own components
-(tokenizer, text encoder, VAE, UNet, scheduler) in a loop of its own because the stock ``__call__`` cannot reuse
-work across calls; the loop keeps the stock behaviour step for step:
+* :class:`GenerationSettings`: the model, its steps and guidance, the working resolution, device and number type,
+  with :meth:`GenerationSettings.cache_key` (what determines Î, stored with every generation);
+* :func:`working_size`: the model's (height, width) for a source (long side = the resolution, aspect kept);
+* :class:`GenerationRequest` (source image, rendered prompt, seed) and :class:`GenerationResult` (Î at the
+  source's size, the seed that made it).
 
-* each distinct rendered prompt (and the empty negative prompt) goes through the text encoder once;
-* each distinct source image (``image_key``) is VAE-encoded once, ``latent_dist.mode()`` unscaled, as the
-  pipeline's ``prepare_image_latents`` does;
-* requests of the same working size are denoised together, and classifier-free guidance runs its three branches
-  (text+image, image only, neither) in ONE UNet call per step;
-* every request draws its initial noise and its Euler-ancestral step noise from its own CPU ``torch.Generator``
-  seeded with the request's seed, so a result does not depend on the rest of its batch, and a request equals a
-  stock pipeline call made with ``generator=torch.Generator().manual_seed(seed)`` (tests check both).
-
-Where the models come from lives beside this file: ``model_loading.py`` (hub ids, local folders) and
-``random_models.py`` (``tiny-random`` and ``random-full``, built offline from configs).
-torch and diffusers are imported lazily so that ``import diffusemix_core`` stays fast.
-
-A little over the house's ~450 lines: the loop mirrors the stock pipeline step for step and reads best beside the
-settings and caches it uses.
+The generator that turns requests into results is :class:`~diffusemix_core.engine.pix2pix.Pix2PixGenerator`; where
+its models come from is ``model_loading.py`` (hub ids, local folders) and ``test_models.py`` (``tiny-random`` and
+``random-full``, built offline). Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import re
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..checks import check_int
-from ..errors import BadArgumentError, DiffuseMixError
-from .test_models import is_test_model
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    import torch
+from ..errors import BadArgumentError
+from .devices import check_device, check_dtype, resolve_device, resolve_dtype
 
 __all__ = [
-    "COUNTER_NAMES",
     "DEFAULT_MODEL",
     "GenerationRequest",
     "GenerationResult",
     "GenerationSettings",
-    "Pix2PixGenerator",
-    "torch_dtype",
+    "SCHEDULER_NAME",
     "working_size",
 ]
 
-log = logging.getLogger(__name__)
-
 DEFAULT_MODEL = "timbrooks/instruct-pix2pix"
-COUNTER_NAMES = ("text_encoder", "vae_encode", "unet", "vae_decode")
 SCHEDULER_NAME = "EulerAncestralDiscreteScheduler"
-
-MAX_DEGENERATE_RETRIES = 3
-BLACK_MAX_VALUE = 2  # an output whose brightest channel value is <= this counts as all black
 MIN_RESOLUTION, MAX_RESOLUTION = 64, 4096
 MAX_STEPS = 1000
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_PROMPT_CACHE_SIZE = 1024
-_LATENT_CACHE_SIZE = 512
 
 
 # --------------------------------------------------------------------------------------------------- settings
@@ -107,10 +75,8 @@ class GenerationSettings:
                 f"Bad resolution {self.resolution!r}: pass a multiple of 8 from {MIN_RESOLUTION} to {MAX_RESOLUTION} "
                 "(default 512)."
             )
-        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
-            raise BadArgumentError(f"Bad device {self.device!r}: pass auto, cpu, cuda, cuda:N or mps.")
-        if self.dtype not in DTYPES:
-            raise BadArgumentError(f"Bad dtype {self.dtype!r}: pass one of {', '.join(DTYPES)}.")
+        check_device(self.device)
+        check_dtype(self.dtype)
         if self.revision is not None and (not isinstance(self.revision, str) or not self.revision.strip()):
             raise BadArgumentError(f"Bad revision {self.revision!r}: pass a branch, tag or commit, or leave it unset.")
         if not isinstance(self.compile, bool):
@@ -130,17 +96,11 @@ class GenerationSettings:
 
     def resolved_device(self) -> str:
         """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``."""
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device)
 
     def resolved_dtype(self) -> str:
         """``auto`` -> float16 on CUDA, float32 elsewhere."""
-        if self.dtype != "auto":
-            return self.dtype
-        return "float16" if self.resolved_device().startswith("cuda") else "float32"
+        return resolve_dtype(self.dtype, self.resolved_device())
 
 
 def working_size(height: int, width: int, resolution: int) -> tuple[int, int]:
@@ -167,320 +127,3 @@ class GenerationResult:
     image: np.ndarray  # uint8 (h, w, 3)
     used_seed: int  # the seed that made the image (the request seed + retries)
     retries: int
-
-
-# --------------------------------------------------------------------------------------------------- dtypes
-def torch_dtype(dtype: Any) -> torch.dtype:
-    import torch
-
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES[1:]:
-        raise BadArgumentError(f"Bad dtype {dtype!r}: pass float32, float16 or bfloat16.")
-    return getattr(torch, dtype)
-
-
-
-# --------------------------------------------------------------------------------------------------- generator
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """PIL Lanczos resize of a uint8 (h, w, 3) array; a no-op when the size already matches."""
-    if image.shape[:2] == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image).resize((width, height), resample=Image.LANCZOS))
-
-
-def _check_request(index: int, request: GenerationRequest) -> None:
-    img = request.image
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
-        got = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
-        raise BadArgumentError(
-            f"Request {index} has an image of {got}; pass a uint8 (h, w, 3) RGB array (diffusemix_core.load_image makes one)."
-        )
-    check_int(f"seed of request {index}", request.seed, minimum=0)
-
-
-@dataclass
-class _Work:
-    index: int  # position in the caller's request list
-    request: GenerationRequest
-    seed: int
-    size: tuple[int, int]  # working (height, width)
-
-
-class Pix2PixGenerator:
-    """Batched, cached InstructPix2Pix generation: (image, rendered prompt, seed) -> Î at the source's size.
-
-    ``pipeline`` may be given (it is used as is, on its own device and dtype; its scheduler is replaced by
-    Euler-ancestral); otherwise :meth:`load` loads ``settings.model`` with :func:`load_pipeline`.
-    ``counters`` counts component invocations: text_encoder, vae_encode, unet, vae_decode.
-    """
-
-    def __init__(self, settings: GenerationSettings = GenerationSettings(), *, pipeline=None) -> None:
-        self.settings = settings
-        self.model_id = settings.model
-        self.is_test_model = is_test_model(settings.model)
-        self.counters: dict[str, int] = {name: 0 for name in COUNTER_NAMES}
-        self._pipeline = pipeline
-        self._unet = None  # the pipeline's UNet, or its torch.compile wrapper
-        self._decoder32 = None  # float32 re-decode of latents a half-precision VAE overflowed on
-        self._ready = False
-        self._prompt_cache: OrderedDict[str, Any] = OrderedDict()
-        self._latent_cache: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.RLock()
-
-    # ---------------------------------------------------------------- loading
-    @property
-    def pipeline(self):
-        """The loaded pipeline (loads it on first use)."""
-        self.load()
-        return self._pipeline
-
-    def load(self) -> None:
-        """Load the pipeline (ModelUnavailableError with the remedy when the model is not available offline)."""
-        with self._lock:
-            if self._ready:
-                return
-            if self._pipeline is None:
-                from .model_loading import load_pipeline
-
-                self._pipeline = load_pipeline(
-                    self.settings.model,
-                    device=self.settings.resolved_device(),
-                    dtype=self.settings.resolved_dtype(),
-                    revision=self.settings.revision,
-                )
-            else:
-                from diffusers import EulerAncestralDiscreteScheduler
-
-                if not isinstance(self._pipeline.scheduler, EulerAncestralDiscreteScheduler):
-                    self._pipeline.scheduler = EulerAncestralDiscreteScheduler.from_config(self._pipeline.scheduler.config)
-                self._pipeline.set_progress_bar_config(disable=True)
-            import torch
-
-            from .gpu_tuning import Float32Decoder, compile_unet, prepare_pipeline
-
-            pipe = self._pipeline
-            prepare_pipeline(pipe)
-            self._unet = compile_unet(pipe.unet) if self.settings.compile else pipe.unet
-            self._decoder32 = Float32Decoder(pipe.vae) if pipe.vae.dtype != torch.float32 else None
-            self._ready = True
-
-    @property
-    def device(self) -> torch.device:
-        return self.pipeline.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.pipeline.unet.dtype
-
-    def working_size(self, height: int, width: int) -> tuple[int, int]:
-        """The model's (height, width) for a source of this size under the current settings."""
-        return working_size(height, width, self.settings.resolution)
-
-    def auto_batch_size(self, height: int | None = None, width: int | None = None) -> int:
-        """The largest batch that fits on this GPU at a working size (default: square at the resolution)."""
-        from .gpu_tuning import auto_batch_size
-
-        side = self.settings.resolution
-        return auto_batch_size(self, height or side, width or side)
-
-    def probe_step(self, batch: int, height: int, width: int) -> None:
-        """One classifier-free-guidance UNet step and one VAE decode of `batch` random latents (memory probes)."""
-        import torch
-
-        self.load()
-        pipe, factor = self._pipeline, self._pipeline.vae_scale_factor
-        with self._lock, torch.inference_mode():
-            shape = (batch, pipe.vae.config.latent_channels, height // factor, width // factor)
-            latents = torch.randn(shape, device=self.device, dtype=self.dtype)
-            embeds = self._prompt_embeds("").expand(3 * batch, -1, -1)
-            model_input = torch.cat([torch.cat([latents] * 3), torch.cat([latents] * 3)], dim=1)
-            self._unet(model_input, 999, encoder_hidden_states=embeds, return_dict=False)
-            pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)
-
-    # ---------------------------------------------------------------- caches
-    def _prompt_embeds(self, text: str) -> torch.Tensor:
-        """CLIP hidden states (1, 77, d) of one prompt, encoded once per text (as the stock ``_encode_prompt``)."""
-        if text in self._prompt_cache:
-            self._prompt_cache.move_to_end(text)
-            return self._prompt_cache[text]
-        pipe = self._pipeline
-        tok = pipe.tokenizer
-        inputs = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
-        if len(tok(text).input_ids) > tok.model_max_length:
-            log.warning("prompt longer than %d tokens was truncated: %r", tok.model_max_length, text[:80])
-        mask = None
-        if getattr(pipe.text_encoder.config, "use_attention_mask", False):
-            mask = inputs.attention_mask.to(self.device)
-        embeds = pipe.text_encoder(inputs.input_ids.to(self.device), attention_mask=mask)[0]
-        self.counters["text_encoder"] += 1
-        embeds = embeds.to(dtype=pipe.text_encoder.dtype, device=self.device)
-        self._prompt_cache[text] = embeds
-        if len(self._prompt_cache) > _PROMPT_CACHE_SIZE:
-            self._prompt_cache.popitem(last=False)
-        return embeds
-
-    def _image_latents(self, work: _Work) -> torch.Tensor:
-        """Unscaled VAE latents (1, 4, h/8, w/8) of a source at its working size, encoded once per image_key."""
-        key = (work.request.image_key, work.size)
-        if key in self._latent_cache:
-            self._latent_cache.move_to_end(key)
-            return self._latent_cache[key]
-        pipe = self._pipeline
-        # the pipeline's own preprocessing ([-1, 1], NCHW; its memory layout steers the conv kernels' last bits)
-        tensor = pipe.image_processor.preprocess(Image.fromarray(_resize(work.request.image, *work.size)))
-        tensor = tensor.to(device=self.device, dtype=pipe.text_encoder.dtype)
-        latents = pipe.vae.encode(tensor).latent_dist.mode()
-        self.counters["vae_encode"] += 1
-        self._latent_cache[key] = latents
-        if len(self._latent_cache) > _LATENT_CACHE_SIZE:
-            self._latent_cache.popitem(last=False)
-        return latents
-
-    def clear_caches(self) -> None:
-        """Forget cached prompt embeddings and image latents."""
-        with self._lock:
-            self._prompt_cache.clear()
-            self._latent_cache.clear()
-
-    # ---------------------------------------------------------------- generation
-    def generate(
-        self,
-        requests: list[GenerationRequest],
-        *,
-        batch_size: int = 4,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[GenerationResult]:
-        """Generate Î for every request; results in request order, each at its source's size.
-
-        ``progress(done, total)`` is called after every batch. A degenerate output (NaN, or all black) is
-        regenerated with seed+1, up to 3 times; after that :class:`DiffuseMixError` names the request and reason.
-        """
-        import torch
-
-        check_int("batch size", batch_size, minimum=1)
-        for i, request in enumerate(requests):
-            _check_request(i, request)
-        total = len(requests)
-        results: list[GenerationResult | None] = [None] * total
-        if not total:
-            return []
-        self.load()  # outside inference mode: the weights must stay ordinary tensors
-        with self._lock, torch.inference_mode():
-            pending = [
-                _Work(i, r, int(r.seed), self.working_size(*r.image.shape[:2])) for i, r in enumerate(requests)
-            ]
-            done = 0
-            reasons: dict[int, str] = {}
-            for attempt in range(MAX_DEGENERATE_RETRIES + 1):
-                retry: list[_Work] = []
-                for size_group in self._group_by_size(pending):
-                    for batch in _chunks(size_group, batch_size):
-                        for work, (image, reason) in zip(batch, self._generate_batch(batch)):
-                            if reason is None:
-                                results[work.index] = GenerationResult(image=image, used_seed=work.seed, retries=attempt)
-                                done += 1
-                            else:
-                                reasons[work.index] = reason
-                                log.warning(
-                                    "degenerate output (%s) for image %s seed %d; retrying with seed %d",
-                                    reason, work.request.image_key, work.seed, work.seed + 1,
-                                )
-                                retry.append(_Work(work.index, work.request, work.seed + 1, work.size))
-                        if progress is not None:
-                            progress(done, total)
-                pending = retry
-                if not pending:
-                    break
-            if pending:
-                work = pending[0]
-                first = int(work.request.seed)
-                raise DiffuseMixError(
-                    f"Generation for image '{work.request.image_key}' with prompt {work.request.prompt_text!r} gave a "
-                    f"degenerate output ({reasons[work.index]}) for seeds {first} to {first + MAX_DEGENERATE_RETRIES}; "
-                    "run in float32 (--dtype float32), try another seed, or check the model."
-                )
-        return results  # type: ignore[return-value]
-
-    @staticmethod
-    def _group_by_size(works: list[_Work]) -> list[list[_Work]]:
-        groups: dict[tuple[int, int], list[_Work]] = {}
-        for work in works:
-            groups.setdefault(work.size, []).append(work)
-        return list(groups.values())
-
-    def _generate_batch(self, batch: Sequence[_Work]) -> list[tuple[np.ndarray | None, str | None]]:
-        """Denoise one batch of same-size requests; returns (Î at source size, None) or (None, degenerate reason)."""
-        latents = self._denoise(batch)
-        pipe = self._pipeline
-        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-        self.counters["vae_decode"] += 1
-        if self._decoder32 is not None:  # a half-precision VAE that overflowed: decode those again in float32
-            bad = [i for i, (sample, lat) in enumerate(zip(decoded, latents))
-                   if bool(lat.isfinite().all()) and not bool(sample.isfinite().all())]
-            if bad:
-                decoded = decoded.float()
-                decoded[bad] = self._decoder32.decode(latents[bad])
-        out = []
-        for work, sample, lat in zip(batch, decoded, latents):
-            if not (bool(sample.isfinite().all()) and bool(lat.isfinite().all())):
-                out.append((None, "NaN or infinite values"))
-                continue
-            # the stock VaeImageProcessor.postprocess: denormalize, clamp, float32, *255, round
-            array = ((sample.float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-            if int(array.max()) <= BLACK_MAX_VALUE:
-                out.append((None, "all black"))
-                continue
-            h, w = work.request.image.shape[:2]
-            out.append((_resize(array, h, w), None))
-        return out
-
-    def _denoise(self, batch: Sequence[_Work]) -> torch.Tensor:
-        """The InstructPix2Pix loop of the stock pipeline, on a batch, with one CPU generator per request."""
-        import torch
-        from diffusers import EulerAncestralDiscreteScheduler
-        from diffusers.utils.torch_utils import randn_tensor
-
-        pipe, s = self._pipeline, self.settings
-        device, dtype = self.device, pipe.text_encoder.dtype
-        n = len(batch)
-        text = torch.cat([self._prompt_embeds(w.request.prompt_text) for w in batch])
-        image_latents = torch.cat([self._image_latents(w) for w in batch])
-        do_cfg = s.guidance_scale > 1.0 and s.image_guidance_scale >= 1.0  # the pipeline's rule
-        if do_cfg:
-            negative = self._prompt_embeds("").expand(n, -1, -1)
-            embeds = torch.cat([text, negative, negative])
-            image_latents = torch.cat([image_latents, image_latents, torch.zeros_like(image_latents)])
-        else:
-            embeds = text
-
-        scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)  # per batch: no shared state
-        scheduler.set_timesteps(s.steps, device=device)
-        generators = [torch.Generator("cpu").manual_seed(w.seed) for w in batch]
-        height, width = batch[0].size
-        factor = pipe.vae_scale_factor
-        shape = (n, pipe.vae.config.latent_channels, height // factor, width // factor)
-        latents = randn_tensor(shape, generator=generators, device=device, dtype=dtype) * scheduler.init_noise_sigma
-
-        for t in scheduler.timesteps:
-            model_input = torch.cat([latents] * 3) if do_cfg else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            model_input = torch.cat([model_input, image_latents], dim=1)
-            noise = self._unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
-            self.counters["unet"] += 1
-            if do_cfg:
-                noise_text, noise_image, noise_uncond = noise.chunk(3)
-                noise = (
-                    noise_uncond
-                    + s.guidance_scale * (noise_text - noise_image)
-                    + s.image_guidance_scale * (noise_image - noise_uncond)
-                )
-            latents = scheduler.step(noise, t, latents, generator=generators, return_dict=False)[0]
-        return latents

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import BadArgumentError
 
-__all__ = ["hybrid", "blend", "check_lam"]
+__all__ = ["hybrid", "blend", "check_lam", "check_lam_range"]
 
 
 def _as_images(array: object, name: str) -> np.ndarray:
@@ -54,6 +54,23 @@ def check_lam(lam: object) -> float:
     if isinstance(lam, bool) or not isinstance(lam, Real) or not math.isfinite(float(lam)) or not 0.0 <= lam <= 1.0:
         raise BadArgumentError(f"lambda (blend ratio) must be a number in [0, 1], got {lam!r}; the paper uses 0.2.")
     return float(lam)
+
+
+def check_lam_range(lam: object) -> tuple[float, float]:
+    """``lam`` as a (low, high) range of λ: one number gives (λ, λ), a pair is checked and kept in order (else
+    BadArgumentError naming the value). A dataset that re-mixes every epoch draws λ from this range."""
+    if isinstance(lam, (int, float, np.floating)) and not isinstance(lam, bool):
+        value = check_lam(lam)
+        return value, value
+    try:
+        if isinstance(lam, (str, bytes)):
+            raise TypeError
+        low, high = (check_lam(v) for v in lam)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise BadArgumentError(f"lam must be a number in [0, 1] or a (low, high) pair, got {lam!r}.") from None
+    if low > high:
+        raise BadArgumentError(f"lam range ({low}, {high}) is reversed; give (low, high) with low <= high.")
+    return low, high
 
 
 def hybrid(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> np.ndarray:

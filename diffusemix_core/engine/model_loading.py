@@ -17,15 +17,18 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..errors import BadArgumentError, ModelUnavailableError
-from .generation import torch_dtype as _torch_dtype
+from .devices import torch_dtype as _torch_dtype
+from .hf_logging import quiet_torchvision_fallback
 from .test_models import build_random_full_pipeline, build_tiny_random_pipeline
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
-__all__ = ["ALLOW_DOWNLOAD_ENV", "downloads_allowed", "load_pipeline", "looks_like_path", "resolve_hub_model"]
+__all__ = ["ALLOW_DOWNLOAD_ENV", "download_hint", "downloads_allowed", "hub_cache_dir", "load_pipeline",
+           "looks_like_path", "resolve_hub_model"]
 
 log = logging.getLogger(__name__)
+quiet_torchvision_fallback()  # diffusers' pipelines ask transformers for CLIPImageProcessor
 
 ALLOW_DOWNLOAD_ENV = "DIFFUSEMIX_ALLOW_DOWNLOAD"
 
@@ -58,11 +61,16 @@ def _hub_offline_env() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def download_hint(model: str, *, test_model: str = "tiny-random", what: str = "--model") -> str:
-    """The remedy for a model that is not here: a local folder, a download elsewhere, or the offline test model."""
+def download_hint(model: str, *, test_model: str = "tiny-random", what: str = "--model",
+                  revision: str | None = None) -> str:
+    """The remedy for a model that is not here: a local folder, a download elsewhere, or the offline test model.
+
+    The download command is huggingface_hub's ``hf download`` (2.x installs no ``huggingface-cli``).
+    """
+    command = f"hf download {model}" + (f" --revision {revision}" if revision else "")
     hint = (
         f"pass {what} PATH to a local folder, download it once on a connected machine "
-        f"(`huggingface-cli download {model}`), or use {what} {test_model} (an untrained test model that works offline)"
+        f"(`{command}`), or use {what} {test_model} (an untrained test model that works offline)"
     )
     if _hub_offline_env():
         hint += "; HF_HUB_OFFLINE is set here, unset it to let the first run download the model"
@@ -129,6 +137,13 @@ def downloads_allowed() -> bool:
     return not (_hub_offline_env() or constants.HF_HUB_OFFLINE)
 
 
+def hub_cache_dir() -> str:
+    """The Hugging Face cache folder models are looked up in (``HF_HUB_CACHE``), as an absolute path."""
+    from huggingface_hub import constants
+
+    return str(Path(constants.HF_HUB_CACHE).expanduser().absolute())
+
+
 def _hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
     """Whether a TCP connection to the hub opens within `timeout_s` (so a closed network fails fast)."""
     url = urlsplit(endpoint)
@@ -151,7 +166,7 @@ def resolve_hub_model(model: str, *, probe_file: str, revision: str | None = Non
     from huggingface_hub import constants, try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 
-    hint = download_hint(model, test_model=test_model, what=what)
+    hint = download_hint(model, test_model=test_model, what=what, revision=revision)
     try:
         cached = try_to_load_from_cache(model, probe_file, revision=revision)
     except HFValidationError as exc:
@@ -163,11 +178,11 @@ def resolve_hub_model(model: str, *, probe_file: str, revision: str | None = Non
     if not downloads_allowed():
         raise ModelUnavailableError(
             model, f"Model '{model}' is not available offline (it is not in the Hugging Face cache "
-            f"{constants.HF_HUB_CACHE} and downloads are off); {hint}."
+            f"{hub_cache_dir()} and downloads are off); {hint}."
         )
     if not _hub_reachable(constants.ENDPOINT):
         raise ModelUnavailableError(
-            model, f"Model '{model}' is not in the Hugging Face cache {constants.HF_HUB_CACHE} and the hub "
+            model, f"Model '{model}' is not in the Hugging Face cache {hub_cache_dir()} and the hub "
             f"({constants.ENDPOINT}) cannot be reached from this machine; {hint}."
         )
     return True
@@ -180,5 +195,5 @@ def _load_hub(model: str, torch_dtype, revision: str | None):
     except (OSError, ValueError) as exc:
         raise ModelUnavailableError(
             model, f"Model '{model}' could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            f"{download_hint(model)}."
+            f"{download_hint(model, revision=revision)}."
         ) from exc

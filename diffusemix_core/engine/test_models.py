@@ -3,10 +3,11 @@
 * ``tiny-random``: an untrained miniature InstructPix2Pix (tests, offline demos). Its outputs are noise-like.
 * ``random-full``: the full SD-1.5-shaped InstructPix2Pix architecture with random weights (compute benchmarks:
   the arithmetic is the real model's).
-* ``tiny-random-clip``: an untrained miniature CLIP for the label-consistency scorer (``scoring.py``); its
-  probabilities say nothing about the image.
+* ``tiny-random-clip``: an untrained miniature CLIP for the label-consistency scorer
+  (``curation/label_scorer.py``); its probabilities say nothing about the image.
 
-All three use a miniature byte-level CLIP tokenizer written from two small files (``assets/tiny_tokenizer``).
+All three use a miniature byte-level CLIP tokenizer written from two small files (``diffusemix_core/assets/
+tiny_tokenizer``).
 :data:`TEST_MODELS`, :data:`TEST_SCORERS` and the two notes are the one place that names them and says what they are.
 """
 
@@ -15,6 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .devices import torch_dtype
+from .hf_logging import quiet_torchvision_fallback
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from diffusers import StableDiffusionInstructPix2PixPipeline
@@ -37,7 +41,8 @@ TEST_MODELS = ("tiny-random", "random-full")
 UNTRAINED_NOTE = "untrained test model: its generated images are noise by design, not edits"
 TEST_SCORERS = ("tiny-random-clip",)
 UNTRAINED_SCORER_NOTE = "untrained test scorer: its label scores are random by design and say nothing about the image"
-TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny_tokenizer"
+TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny_tokenizer"  # package data
+quiet_torchvision_fallback()  # diffusers' pipelines ask transformers for CLIPImageProcessor
 
 # Stable Diffusion 1.x noise schedule (what timbrooks/instruct-pix2pix ships), used by the test models.
 _SD_SCHEDULE = dict(
@@ -68,7 +73,7 @@ def write_tiny_tokenizer_files(folder: str | Path = TINY_TOKENIZER_DIR) -> Path:
 
     The vocabulary is the 256 byte-level characters, the same with the ``</w>`` word-end suffix, then
     ``<|startoftext|>`` (512) and ``<|endoftext|>`` (513); there are no merges, so text is tokenised per byte.
-    Regenerate with ``python -c "from diffusemix_core.random_models import write_tiny_tokenizer_files as w; w()"``.
+    Regenerate with ``python -c "from diffusemix_core.engine.test_models import write_tiny_tokenizer_files as w; w()"``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,8 +201,6 @@ def build_random_full_pipeline(seed: int = 0, dtype: Any = None) -> StableDiffus
             projection_dim=768, hidden_act="quick_gelu",
         ),
     )
-    from .generation import torch_dtype
-
     return pipe.to(dtype=torch_dtype(dtype))
 
 

@@ -94,7 +94,7 @@ class ModelHolder:
 
     def generator(self, *, steps: int | None = None, resolution: int | None = None):
         """A loaded Pix2PixGenerator (pipelines are shared; settings differ per tab). Raises DiffuseMixError."""
-        from ..engine.generation import Pix2PixGenerator
+        from ..engine.pix2pix import Pix2PixGenerator
 
         settings = self.settings(steps=steps, resolution=resolution)
         key = (settings.steps, settings.resolution)

@@ -1,4 +1,4 @@
-"""Train on it: DiffuseMix as a training-time dataset, and AugMix's consistency loss.
+"""Train on it: DiffuseMix as a training-time dataset.
 
 The expensive part of DiffuseMix, Î (the InstructPix2Pix output), is cached in the workspace; everything after it
 (mask, fractal, λ) is a cheap pure function. So a training set can re-mix every epoch at mixing cost, the way
@@ -9,10 +9,10 @@ PixMix wraps a dataset, while DA-Fusion's "swap a real image for a synthetic one
    the original. The draws come from ``numpy.random.default_rng([seed, epoch, index])`` only (sample, then apply:
    :meth:`DiffuseMixDataset.draw` returns plain :class:`Draw` values), so the same seed and epoch give the same
    bytes in any process, with any number of DataLoader workers.
-2. :func:`jsd_loss` is AugMix's Jensen-Shannon consistency loss (the paper trains with it "following AugMix").
-3. :class:`ImageFiles` and :func:`image_folder` read plain class folders (the validation set, exported files).
+2. :class:`ImageFiles` and :func:`image_folder` read plain class folders (the validation set, exported files).
 
-The trainer that compares arms with these (``python -m diffusemix_core train``) is ``trainer.py``.
+AugMix's consistency loss, which the paper trains with, is ``losses.py``; the trainer that compares arms with these
+(``python -m diffusemix_core train``) is ``trainer.py``.
 
 Images are read lazily, one item at a time; nothing holds a dataset of images in memory. Every SQL statement of
 this module is in the "manifest, read-only" section below.
@@ -33,7 +33,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ..checks import check_int
@@ -42,7 +41,7 @@ from ..engine.fractals import FractalLibrary
 from ..engine.images import IGNORED_DIRS, is_image_path, load_image
 from ..workspace.manifest import MANIFEST_NAME, STATUSES as REVIEW_STATUSES
 from ..engine.masks import MASK_KINDS, check_mask_kind, make_mask
-from ..engine.mixing import blend, check_lam, hybrid
+from ..engine.mixing import blend, check_lam_range, hybrid
 from ..workspace.files import atomic_write
 
 __all__ = [
@@ -51,7 +50,6 @@ __all__ = [
     "DiffuseMixDataset",
     "ImageFiles",
     "image_folder",
-    "jsd_loss",
     "resize_center_crop",
     "to_tensor",
 ]
@@ -125,19 +123,6 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
 
 
-def _lam_range(lam: float | Sequence[float]) -> tuple[float, float]:
-    if isinstance(lam, (int, float, np.floating)) and not isinstance(lam, bool):
-        value = check_lam(lam)
-        return value, value
-    try:
-        low, high = (check_lam(v) for v in lam)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise BadArgumentError(f"lam must be a number in [0, 1] or a (low, high) pair, got {lam!r}.") from None
-    if low > high:
-        raise BadArgumentError(f"lam range ({low}, {high}) is reversed; give (low, high) with low <= high.")
-    return low, high
-
-
 def _check_status(status: str) -> str:
     if status not in STATUSES:
         raise BadArgumentError(f"status must be one of {', '.join(STATUSES)}, got {status!r}.")
@@ -197,7 +182,7 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
             raise BadArgumentError(f"p (the probability of a DiffuseMix image) must be in [0, 1], got {p!r}.")
         self.p = float(p)
-        self.lam_range = _lam_range(lam)
+        self.lam_range = check_lam_range(lam)
         self.masks = tuple(check_mask_kind(kind) for kind in masks)
         if not self.masks:
             raise BadArgumentError(f"at least one mask kind is needed; choose from {', '.join(MASK_KINDS)}.")
@@ -392,21 +377,3 @@ def image_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, str]]]:
             classes.append(entry.name)
             items.extend((path, entry.name) for path in found)
     return classes, items
-
-
-# ------------------------------------------------------------------------------------------------ the loss
-def jsd_loss(logits_clean: torch.Tensor, logits_aug1: torch.Tensor, logits_aug2: torch.Tensor, *,
-             weight: float = 1.0) -> torch.Tensor:
-    """AugMix's Jensen-Shannon consistency loss: ``weight · (KL(p_c‖M) + KL(p_1‖M) + KL(p_2‖M)) / 3``.
-
-    ``p_*`` are the softmax of each view's logits (batch, classes); ``M = clamp((p_c + p_1 + p_2) / 3, 1e-7, 1)``,
-    clamped as in AugMix's code to keep the KL finite; each KL is averaged over the batch (``batchmean``).
-    AugMix trains with ``cross_entropy(logits_clean, y) + 12 · JSD``: pass ``weight=12`` for that (the trainer's
-    ``--jsd-weight`` defaults to 12); the default 1 gives the divergence itself. Computed in float32.
-    """
-    p_clean, p_aug1, p_aug2 = (F.softmax(x.float(), dim=1) for x in (logits_clean, logits_aug1, logits_aug2))
-    log_mixture = torch.clamp((p_clean + p_aug1 + p_aug2) / 3.0, 1e-7, 1.0).log()
-    divergence = (F.kl_div(log_mixture, p_clean, reduction="batchmean")
-                  + F.kl_div(log_mixture, p_aug1, reduction="batchmean")
-                  + F.kl_div(log_mixture, p_aug2, reduction="batchmean")) / 3.0
-    return weight * divergence

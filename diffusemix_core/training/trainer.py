@@ -4,178 +4,48 @@
 
 * ``baseline``: the originals only;
 * ``export``: the originals plus the approved augmentations as exported files (what ``export`` writes);
-* ``online``: :class:`training.DiffuseMixDataset`, re-mixing cached Î every epoch (``--jsd`` adds AugMix's loss);
+* ``online``: :class:`~diffusemix_core.training.dataset.DiffuseMixDataset`, re-mixing cached Î every epoch
+  (``--jsd`` adds AugMix's loss, ``losses.py``);
 
-and writes ``results.csv`` (arm, epoch, loss, top-1, top-5), ``curves.png`` (accuracy per epoch, one line per arm)
-and ``summary.md`` (the final table). Models are transformers' image classifiers (:func:`build_model`): a ResNet
-built from a config to train from scratch, or a pretrained id such as ``microsoft/resnet-50`` to fine-tune. GPU with
-mixed precision when present; CPU otherwise. (A little over the house's ~450 lines: the arms, their shared loop
-and the three outputs read best in one file.)
+each with the same loop (SGD with Nesterov momentum, a cosine schedule, mixed precision on a GPU), and writes what
+``report.py`` describes (results.csv, curves.png, summary.md). The settings are ``settings.py``, the models
+``models.py``.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
-import os
 import time
 import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_int
-from ..errors import BadArgumentError, ModelUnavailableError, WorkspaceError
+from ..engine.devices import resolve_device
 from ..engine.fractals import FractalLibrary
-from .dataset import DiffuseMixDataset, ImageFiles, _lam_range, image_folder, jsd_loss
+from ..errors import BadArgumentError, WorkspaceError
+from .dataset import DiffuseMixDataset, ImageFiles, image_folder
+from .losses import jsd_loss
+from .models import build_model
+from .report import ResultsCsv, TrainReport, plot_curves, summary_markdown
+from .settings import TrainSettings
 
-__all__ = ["ARMS", "TrainReport", "TrainSettings", "build_model", "train_arms"]
+__all__ = ["ARMS", "match_classes", "pick_device", "train_arms"]
 
 log = logging.getLogger(__name__)
 
 ARMS: tuple[str, ...] = ("baseline", "export", "online")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-# ----------------------------------------------------------------------------------------------- models
-RESNET_SHAPES: dict[str, dict] = {
-    "resnet18": {"embedding_size": 64, "hidden_sizes": [64, 128, 256, 512], "depths": [2, 2, 2, 2],
-                 "layer_type": "basic"},
-    "resnet50": {"embedding_size": 64, "hidden_sizes": [256, 512, 1024, 2048], "depths": [3, 4, 6, 3],
-                 "layer_type": "bottleneck"},
-    # a few thousand parameters: tests and smoke runs on a CPU
-    "resnet-tiny": {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "layer_type": "basic"},
-}
-PRETRAINED_IDS = {"resnet18": "microsoft/resnet-18", "resnet50": "microsoft/resnet-50"}
-
-
-def build_model(model: str, classes: Sequence[str], *, pretrained: bool = False
-                ) -> tuple[torch.nn.Module, tuple[float, ...], tuple[float, ...]]:
-    """(an image classifier for `classes`, its input mean, its input std).
-
-    `model` is ``resnet18`` / ``resnet50`` (built from a ``ResNetConfig``: from scratch, or with ``pretrained`` the
-    ImageNet weights of microsoft/resnet-18 / -50), ``resnet-tiny``, a Hugging Face id or a local folder (its
-    config from scratch, or its weights with ``pretrained``; the classifier head is replaced for `classes`). A hub
-    id that is not in the cache and cannot be downloaded raises ModelUnavailableError with the remedy.
-    """
-    labels = {"num_labels": len(classes), "id2label": dict(enumerate(classes)),
-              "label2id": {name: i for i, name in enumerate(classes)}}
-    if model in RESNET_SHAPES and not (pretrained and model in PRETRAINED_IDS):
-        if pretrained:
-            raise BadArgumentError(f"{model} has no pretrained weights; drop --pretrained or use resnet18/resnet50.")
-        from transformers import ResNetConfig, ResNetForImageClassification
-
-        return ResNetForImageClassification(ResNetConfig(**RESNET_SHAPES[model], **labels)), IMAGENET_MEAN, IMAGENET_STD
-    source = PRETRAINED_IDS.get(model, model)
-    local = Path(source).expanduser()
-    if local.is_dir():
-        if not (local / "config.json").is_file():
-            raise ModelUnavailableError(source, f"Model folder '{local}' has no config.json; pass a folder saved by "
-                                                "`model.save_pretrained(...)` or a Hugging Face id.")
-        load_kwargs: dict = {"local_files_only": True}
-        mean, std = _normalisation(local / "preprocessor_config.json")
-    else:
-        from ..engine.model_loading import resolve_hub_model
-
-        download = resolve_hub_model(source, probe_file="config.json", what="--model", test_model="resnet18")
-        load_kwargs = {"local_files_only": not download}
-        mean, std = _normalisation(_cached_hub_file(source, "preprocessor_config.json"))
-    from transformers import AutoConfig, AutoModelForImageClassification
-
-    try:
-        if pretrained:
-            net = AutoModelForImageClassification.from_pretrained(source, ignore_mismatched_sizes=True, **labels,
-                                                                  **load_kwargs)
-        else:
-            config = AutoConfig.from_pretrained(source, **load_kwargs)
-            for key, value in labels.items():
-                setattr(config, key, value)
-            net = AutoModelForImageClassification.from_config(config)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelUnavailableError(
-            source, f"Model '{source}' could not be loaded as an image classifier ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:200]}); pass resnet18, resnet50 or an image-classification model."
-        ) from exc
-    return net, mean, std
-
-
-def _cached_hub_file(model: str, name: str) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(model, name)
-    return Path(found) if isinstance(found, str) else None
-
-
-def _normalisation(preprocessor_config: Path | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The model's input mean and std from its preprocessor_config.json, else ImageNet's."""
-    if preprocessor_config is not None and preprocessor_config.is_file():
-        try:
-            config = json.loads(preprocessor_config.read_text(encoding="utf-8"))
-            mean, std = tuple(map(float, config["image_mean"])), tuple(map(float, config["image_std"]))
-            if len(mean) == len(std) == 3:
-                return mean, std
-        except (KeyError, TypeError, ValueError):
-            log.warning("ignoring unreadable %s; normalising with ImageNet's mean and std", preprocessor_config)
-    return IMAGENET_MEAN, IMAGENET_STD
 
 
 # ---------------------------------------------------------------------------------------------- the trainer
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything that is the same for every arm."""
-
-    model: str = "resnet18"
-    pretrained: bool = False
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float | None = None  # None: 0.1 from scratch, 0.01 pretrained, at batch 128, scaled linearly with the batch
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    jsd: bool = False  # the online arm adds jsd_weight · JSD over (clean, aug1, aug2), as AugMix does
-    jsd_weight: float = 12.0
-    p: float = 0.5
-    lam: float | tuple[float, float] = 0.2
-    status: str = "approved"
-    size: int = 224
-    seed: int = 0
-    device: str = "auto"
-    workers: int | None = None  # None: min(8, CPUs - 1)
-
-    def learning_rate(self) -> float:
-        if self.lr is not None:
-            return float(self.lr)
-        return (0.01 if self.pretrained else 0.1) * self.batch_size / 128
-
-    def worker_count(self) -> int:
-        if self.workers is not None:
-            return int(self.workers)
-        return min(8, max(0, (os.cpu_count() or 1) - 1))
-
-
-@dataclass
-class TrainReport:
-    """What :func:`train_arms` wrote: one row per (arm, epoch) and the three output files."""
-
-    rows: list[dict]
-    results_csv: Path
-    curves_png: Path
-    summary_md: Path
-    export_dir: Path | None = None
-
-
-RESULT_COLUMNS = ("arm", "epoch", "loss", "val_loss", "top1", "top5", "train_images", "seconds")
-
-
 def pick_device(device: str) -> torch.device:
     """``auto``: the first CUDA GPU when there is one, else the CPU; otherwise the device named."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(resolve_device(device))
     try:
         chosen = torch.device(device)
     except (RuntimeError, ValueError):
@@ -221,19 +91,7 @@ def train_arms(workspace: str | Path, val_dir: str | Path, out: str | Path, *, a
     workspace, val_dir, out = Path(workspace), Path(val_dir), Path(out)
     arms = _check_arms(arms)
     s = settings
-    for name in ("epochs", "batch_size", "size"):
-        check_int(name.replace("_", "-"), getattr(s, name), minimum=1)
-    if s.worker_count() < 0:
-        raise BadArgumentError(f"workers must be >= 0, got {s.workers}.")
-    if not s.learning_rate() > 0 or not math.isfinite(s.learning_rate()):
-        raise BadArgumentError(f"the learning rate must be a positive number, got {s.lr!r}.")
-    for name in ("weight_decay", "momentum", "jsd_weight"):
-        value = getattr(s, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise BadArgumentError(f"{name.replace('_', '-')} must be a number >= 0, got {value!r}.")
-    if not 0.0 <= s.p <= 1.0:
-        raise BadArgumentError(f"p (the probability of a DiffuseMix image) must be in [0, 1], got {s.p!r}.")
-    _lam_range(s.lam)
+    s.check()
     device = pick_device(s.device)
     _check_out(out, workspace, overwrite)
 
@@ -268,20 +126,17 @@ def train_arms(workspace: str | Path, val_dir: str | Path, out: str | Path, *, a
                                   originals.class_to_idx, overwrite=overwrite)
             datasets[arm] = torch.utils.data.ConcatDataset([originals, ImageFiles(files, size=s.size)])
 
-    results_csv = out / "results.csv"
-    with open(results_csv, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerow(RESULT_COLUMNS)
+    results = ResultsCsv(out / "results.csv")
     rows: list[dict] = []
     for arm in arms:
         for row in _train_one(arm, datasets[arm], val, classes, len(originals), s, device, progress):
             rows.append(row)
-            with open(results_csv, "a", newline="", encoding="utf-8") as f:
-                csv.DictWriter(f, fieldnames=RESULT_COLUMNS).writerow(row)
-    curves_png = _plot(rows, out / "curves.png")
+            results.append(row)
+    curves_png = plot_curves(rows, out / "curves.png")
     summary_md = out / "summary.md"
-    summary_md.write_text(_summary(rows, arms, datasets, originals, val, workspace, val_dir, s, device),
+    summary_md.write_text(summary_markdown(rows, arms, datasets, originals, val, workspace, val_dir, s, device),
                           encoding="utf-8")
-    return TrainReport(rows=rows, results_csv=results_csv, curves_png=curves_png, summary_md=summary_md,
+    return TrainReport(rows=rows, results_csv=results.path, curves_png=curves_png, summary_md=summary_md,
                        export_dir=export_dir)
 
 
@@ -417,67 +272,3 @@ def _evaluate(model, loader, prepare, device, amp_dtype) -> tuple[float, float, 
         top5 += int(hits.any(dim=1).sum())
         count += len(targets)
     return loss_sum / count, 100.0 * top1 / count, 100.0 * top5 / count
-
-
-def _plot(rows: list[dict], path: Path) -> Path:
-    """curves.png: validation top-1 and training loss per epoch, one line per arm (Agg canvas, no pyplot)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    acc_ax, loss_ax = fig.subplots(1, 2)
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        mine = [r for r in rows if r["arm"] == arm]
-        epochs = [r["epoch"] for r in mine]
-        acc_ax.plot(epochs, [r["top1"] for r in mine], marker="o", markersize=3, label=arm)
-        loss_ax.plot(epochs, [r["loss"] for r in mine], marker="o", markersize=3, label=arm)
-    acc_ax.set(title="validation top-1", xlabel="epoch", ylabel="top-1 accuracy (%)")
-    loss_ax.set(title="training loss", xlabel="epoch", ylabel="loss")
-    for ax in (acc_ax, loss_ax):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.savefig(path)
-    return path
-
-
-def _summary(rows: list[dict], arms: Sequence[str], datasets: dict, originals: DiffuseMixDataset, val: ImageFiles,
-             workspace: Path, val_dir: Path, s: TrainSettings, device: torch.device) -> str:
-    """summary.md: the settings, and the final epoch of each arm with its standard error and the best epoch."""
-    n_val = len(val)
-    final = {arm: [r for r in rows if r["arm"] == arm][-1] for arm in arms}
-    base = final.get("baseline")
-    lam = s.lam if isinstance(s.lam, (int, float)) else f"U{tuple(s.lam)}"
-    weights = "ImageNet weights" if s.pretrained else "from scratch"
-    lines = [
-        "# DiffuseMix training comparison",
-        "",
-        f"- workspace `{workspace}`: {len(originals)} source images, {len(originals.classes)} classes, "
-        f"{originals.sources_with_generated} sources with {s.status} Î ({int(originals.generated_counts.sum())} Î)",
-        f"- validation `{val_dir}`: {n_val} images",
-        f"- model {s.model} ({weights}), {s.epochs} epochs, batch {s.batch_size}, SGD (Nesterov, momentum "
-        f"{s.momentum}) lr {s.learning_rate():g} cosine to 0, weight decay {s.weight_decay:g}, seed {s.seed}, "
-        f"{s.size}² input, device {device}",
-        f"- every arm sees {len(originals)} images per epoch (the same optimizer steps); online: p={s.p:g}, "
-        f"λ={lam}, " + (f"JSD on (weight {s.jsd_weight:g})" if s.jsd else "JSD off"),
-        "",
-        "| arm | train pool | top-1 (%) | top-5 (%) | val loss | best top-1 (%) (epoch) | Δ top-1 vs baseline | "
-        "train time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for arm in arms:
-        r = final[arm]
-        best = max((x for x in rows if x["arm"] == arm), key=lambda x: (x["top1"], -x["epoch"]))
-        se = 100.0 * math.sqrt(max(r["top1"] / 100 * (1 - r["top1"] / 100), 0.0) / n_val)
-        delta = f"{r['top1'] - base['top1']:+.2f}" if base is not None and arm != "baseline" else "–"
-        seconds = sum(x["seconds"] for x in rows if x["arm"] == arm)
-        lines.append(f"| {arm} | {len(datasets[arm])} | {r['top1']:.2f} ± {se:.2f} | {r['top5']:.2f} | "
-                     f"{r['val_loss']:.4f} | {best['top1']:.2f} ({best['epoch']}) | {delta} | {seconds:.1f} |")
-    lines += [
-        "",
-        f"Final epoch. ± is the binomial standard error of top-1 on {n_val} validation images; with one seed, "
-        "differences within about twice it are noise (rerun with other --seed values to be sure). The train pool is "
-        "what each epoch's images are drawn from (export: originals + exported augmentation files).",
-        "",
-    ]
-    return "\n".join(lines)

@@ -2,66 +2,50 @@
 
 DiffuseMix keeps the label of I for the augmented image, which is only right while the image still shows the
 class. Peers check this automatically with CLIP (ALIA scores each image against its class name; Diff-Mix drops
-the 10% that CLIP likes least). For each image :meth:`LabelScorer.score` gives
+the 10% that CLIP likes least). For each image :meth:`LabelScorer.score` gives a :class:`LabelConsistency`:
 
 * ``prob``: the probability of the image's true class, a softmax over ALL the dataset's class names of CLIP's
   scaled cosine similarities (image embedding vs class-name embedding), and
 * ``rank``: where the true class stands (1 = CLIP's top choice; 1 + the number of classes with a higher prob),
 * ``top_name`` / ``top_prob``: CLIP's top choice, for a reviewer ("looks like: tabby cat, 0.71").
 
-Class names come from the class folders (``golden_retriever`` -> ``golden retriever``, see :func:`class_names`)
-or from a mapping file (:func:`load_class_mapping`: ImageNet-style ``n01440764 tench`` lines, JSON or CSV).
-
-Prompt templates: each class name is written into a few templates and the normalised text embeddings are averaged
-(CLIP's prompt ensembling, Radford et al. 2021, §3.1.4: averaging templates beats the best single one). The
-ensemble :data:`DEFAULT_TEMPLATES` is chosen for DiffuseMix: its prompts turn photos into paintings, sketches,
-mosaics and prints, so "a photo of a dog." alone would also penalise the style change, which is wanted; the
-question asked here is whether the dog is still there. Text embeddings cost once per (scorer, class list) and are
-cached; images are scored in batches of ``batch_size``.
+The class names come from ``class_names.py``. Prompt templates: each class name is written into a few templates and
+the normalised text embeddings are averaged (CLIP's prompt ensembling, Radford et al. 2021, §3.1.4: averaging
+templates beats the best single one). The ensemble :data:`DEFAULT_TEMPLATES` is chosen for DiffuseMix: its prompts
+turn photos into paintings, sketches, mosaics and prints, so "a photo of a dog." alone would also penalise the style
+change, which is wanted; the question asked here is whether the dog is still there. Text embeddings cost once per
+(scorer, class list) and are cached; images are scored in batches of ``batch_size``.
 
 The scorer model is a Hugging Face id or a local folder of any CLIP-style model (one whose transformers class has
 ``get_image_features`` and ``get_text_features``), loaded like the generator: from the cache, or a fast
-one-sentence :class:`ModelUnavailableError` offline (``resolve_hub_model``). ``tiny-random-clip`` is an
-untrained miniature built offline (``random_models.build_tiny_random_clip``) for tests; whatever it scores is
-marked untrained (``is_test_model``, ``note``). Preprocessing is transformers' PIL image processor (no
-torchvision). torch and transformers are imported lazily, so importing this module is cheap.
-
-A little over the house's ~450 lines: class names, mapping files and the scorer belong to one question (does the
-image show its class?).
+one-sentence :class:`ModelUnavailableError` offline (``engine.model_loading.resolve_hub_model``).
+``tiny-random-clip`` is an untrained miniature built offline (``engine.test_models.build_tiny_random_clip``) for
+tests; whatever it scores is marked untrained (``is_test_model``, ``note``). Preprocessing is transformers' PIL
+image processor, asked for by name (no torchvision). torch and transformers are imported lazily, so importing this
+module is cheap.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import re
 import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from cachetools import LRUCache
 
+from ..engine.devices import check_device, check_dtype, resolve_device, resolve_dtype, torch_dtype
+from ..engine.model_loading import download_hint, looks_like_path, resolve_hub_model
+from ..engine.test_models import TEST_SCORERS, UNTRAINED_SCORER_NOTE, build_tiny_random_clip
 from ..errors import BadArgumentError, ModelUnavailableError
-from ..engine.test_models import TEST_SCORERS, UNTRAINED_SCORER_NOTE
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "DEFAULT_SCORER",
-    "DEFAULT_TEMPLATES",
-    "LabelScore",
-    "LabelScorer",
-    "MAPPING_SUFFIXES",
-    "class_names",
-    "load_class_mapping",
-    "name_from_label",
-]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_SCORER", "DEFAULT_TEMPLATES", "LabelConsistency", "LabelScorer"]
 
 log = logging.getLogger(__name__)
 
@@ -74,129 +58,8 @@ DEFAULT_TEMPLATES = (
     "art of the {name}.",
 )
 DEFAULT_BATCH_SIZE = 32
-MAPPING_SUFFIXES = (".txt", ".json", ".csv")
 MAX_LOGIT_SCALE = 100.0  # CLIP clamps its learned temperature here
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_DTYPES = ("auto", "float32", "float16", "bfloat16")
-_WORDNET_ID = re.compile(r"^n\d{8}$")
-_TEXT_CACHE_SIZE = 8
-
-
-# --------------------------------------------------------------------------------------------------- class names
-def name_from_label(label: str) -> str:
-    """A class folder name as words: underscores and dashes become spaces (``sea-lion`` -> ``sea lion``)."""
-    name = " ".join(re.sub(r"[_\-]+", " ", label).split())
-    return name or label
-
-
-def _clean_name(name: str) -> str:
-    return " ".join(name.replace("_", " ").split())
-
-
-def class_names(labels: Iterable[str], mapping: Mapping[str, str] | str | Path | None = None) -> dict[str, str]:
-    """``{label: class name}`` for the dataset's labels, in their order (duplicates once).
-
-    ``mapping`` (a dict, or a file read with :func:`load_class_mapping`) names the labels it contains; the others
-    are named from the label (:func:`name_from_label`). A mapping may name more labels than the dataset has.
-    """
-    if isinstance(mapping, (str, Path)):
-        mapping = load_class_mapping(mapping)
-    mapping = dict(mapping or {})
-    names: dict[str, str] = {}
-    for label in labels:
-        if label not in names:
-            names[label] = mapping[label] if label in mapping else name_from_label(label)
-    unnamed = [label for label in names if label not in mapping and _WORDNET_ID.match(label)]
-    if unnamed:
-        log.warning(
-            "%d class folders look like ImageNet ids (%s) and have no name: CLIP scores them as the id itself; pass a "
-            "class mapping file (e.g. LOC_synset_mapping.txt)", len(unnamed), ", ".join(unnamed[:3]))
-    return names
-
-
-def load_class_mapping(path: str | Path) -> dict[str, str]:
-    """Read a ``{class folder: class name}`` mapping file; raises :class:`BadArgumentError` (one line) if it is bad.
-
-    * ``.txt``: one ``FOLDER NAME`` per line, split at the first space or tab (``n01440764 tench``); where the name
-      lists synonyms separated by commas (ImageNet's ``LOC_synset_mapping.txt``: ``tench, Tinca tinca``), the first
-      is used. Blank lines and lines starting with ``#`` are skipped.
-    * ``.json``: an object ``{"n01440764": "tench", ...}``, or ``{"0": ["n01440764", "tench"], ...}``
-      (``imagenet_class_index.json``).
-    * ``.csv``: two columns, folder and name (a header row is harmless: it names no folder).
-
-    Underscores in names become spaces (``great_white_shark`` -> ``great white shark``).
-    """
-    path = Path(path)
-    remedy = ("pass a .txt file of 'FOLDER NAME' lines (e.g. 'n01440764 tench'), a JSON object of folder -> name, "
-              "or a two-column CSV")
-    if path.suffix.lower() not in MAPPING_SUFFIXES:
-        raise BadArgumentError(f"Class mapping file '{path}' has an unsupported extension '{path.suffix}'; {remedy}.")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise BadArgumentError(f"Class mapping file '{path}' does not exist; {remedy}.") from None
-    except UnicodeDecodeError:
-        raise BadArgumentError(
-            f"Class mapping file '{path}' is not UTF-8 text; save it as UTF-8 and try again.") from None
-    except OSError as exc:
-        raise BadArgumentError(
-            f"Class mapping file '{path}' cannot be read ({exc.strerror or exc}); {remedy}.") from None
-
-    pairs: list[tuple[str, str, str]] = []  # (folder, name, where)
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        for number, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split(None, 1)
-            name = parts[1].split(",")[0].strip() if len(parts) == 2 else ""
-            if not name:
-                raise BadArgumentError(
-                    f"Class mapping file '{path}', line {number} ({line[:40]!r}), has no name after the folder; "
-                    "write one 'FOLDER NAME' pair per line (e.g. 'n01440764 tench').")
-            pairs.append((parts[0], name, f"line {number}"))
-    elif suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadArgumentError(
-                f"Class mapping file '{path}' is not valid JSON ({exc.msg} at line {exc.lineno}); {remedy}.") from None
-        if not isinstance(data, dict):
-            raise BadArgumentError(f"Class mapping file '{path}' holds a JSON {type(data).__name__}, not an object; "
-                                   f"{remedy}.")
-        for key, value in data.items():
-            if isinstance(value, str):
-                pairs.append((key, value, f"key {key!r}"))
-            elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
-                pairs.append((value[0], value[1], f"key {key!r}"))  # imagenet_class_index.json: index -> [id, name]
-            else:
-                raise BadArgumentError(
-                    f"Class mapping file '{path}', key {key!r}, maps to {json.dumps(value)[:40]}; give each folder a "
-                    "name string (or an [id, name] pair, as imagenet_class_index.json does).")
-    else:
-        for number, row in enumerate(csv.reader(text.splitlines()), 1):
-            cells = [cell.strip() for cell in row]
-            if not any(cells):
-                continue
-            if len(cells) != 2 or not all(cells):
-                raise BadArgumentError(
-                    f"Class mapping file '{path}', line {number}, has {len(cells)} column(s) {cells[:3]}; write two "
-                    "columns per row: folder, name.")
-            pairs.append((cells[0], cells[1], f"line {number}"))
-
-    mapping: dict[str, str] = {}
-    for folder, name, where in pairs:
-        name = _clean_name(name)
-        if not folder.strip() or not name:
-            raise BadArgumentError(f"Class mapping file '{path}', {where}, has an empty folder or name; {remedy}.")
-        if mapping.get(folder, name) != name:
-            raise BadArgumentError(f"Class mapping file '{path}', {where}, names folder {folder!r} twice "
-                                   f"({mapping[folder]!r} and {name!r}); keep one name per folder.")
-        mapping[folder] = name
-    if not mapping:
-        raise BadArgumentError(f"Class mapping file '{path}' has no entries; {remedy}.")
-    return mapping
+_TEXT_CACHE_SIZE = 8  # class lists whose text embeddings are kept
 
 
 # --------------------------------------------------------------------------------------------------- loading
@@ -211,33 +74,11 @@ _LOADED: dict[tuple, _Parts] = {}
 _LOADED_LOCK = threading.Lock()
 
 
-def _hint(model: str) -> str:
-    from ..engine.model_loading import download_hint
-
-    return download_hint(model, test_model=TEST_SCORERS[0], what="--scorer")
-
-
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _resolve_dtype(dtype: str, device: str) -> str:
-    if dtype != "auto":
-        return dtype
-    return "float16" if device.startswith("cuda") else "float32"
-
-
 def _locate(model: str, revision: str | None) -> tuple[str | None, dict[str, Any]]:
     """Where ``model`` loads from: ``(None, {})`` for the test scorer, else ``(source, from_pretrained kwargs)``.
 
     Raises :class:`ModelUnavailableError` with the remedy, fast and before torch or transformers are imported.
     """
-    from ..engine.model_loading import looks_like_path, resolve_hub_model
-
     if model in TEST_SCORERS:
         return None, {}
     if looks_like_path(model):
@@ -257,28 +98,25 @@ def _load_parts(model: str, device: str, dtype: str, revision: str | None) -> _P
     """Load (once per process and resolved (model, device, dtype, revision)) a CLIP-style model, its tokenizer and
     its PIL image processor."""
     source, kwargs = _locate(model, revision)
-    device = _resolve_device(device)
-    dtype = _resolve_dtype(dtype, device)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     key = (model, device, dtype, revision)
     with _LOADED_LOCK:
         if key not in _LOADED:
-            _LOADED[key] = _load_uncached(model, source, kwargs, device, dtype)
+            _LOADED[key] = _load_uncached(model, source, kwargs, device, dtype, revision)
         return _LOADED[key]
 
 
-def _load_uncached(model: str, source: str | None, kwargs: dict[str, Any], device: str, dtype: str) -> _Parts:
-    import torch
-
-    torch_dtype = getattr(torch, dtype)
+def _load_uncached(model: str, source: str | None, kwargs: dict[str, Any], device: str, dtype: str,
+                   revision: str | None) -> _Parts:
+    number_type = torch_dtype(dtype)
     if source is None:
-        from ..engine.test_models import build_tiny_random_clip
-
         clip, tokenizer, image_processor = build_tiny_random_clip()
     else:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
         try:
-            clip = AutoModel.from_pretrained(source, dtype=torch_dtype, **kwargs)
+            clip = AutoModel.from_pretrained(source, dtype=number_type, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
             # the PIL backend by name: the same pixels whether or not torchvision is installed (transformers would
             # pick it when present), and no fallback warning (CLIPImageProcessor itself warns without torchvision)
@@ -291,19 +129,20 @@ def _load_uncached(model: str, source: str | None, kwargs: dict[str, Any], devic
                     "CLIP model with its tokenizer and image processor (`save_pretrained` of all three), or use "
                     f"--scorer {TEST_SCORERS[0]} (an untrained test model that works offline).") from exc
             raise ModelUnavailableError(
-                model, f"Scorer '{model}' could not be loaded ({detail}); {_hint(model)}.") from exc
+                model, f"Scorer '{model}' could not be loaded ({detail}); "
+                f"{download_hint(model, test_model=TEST_SCORERS[0], what='--scorer', revision=revision)}.") from exc
     if not (hasattr(clip, "get_image_features") and hasattr(clip, "get_text_features")):
         raise BadArgumentError(
             f"Scorer '{model}' is not a CLIP-style model (a {type(clip).__name__} has no get_image_features); pass a "
             f"CLIP model such as {DEFAULT_SCORER}.")
-    clip = clip.to(device=device, dtype=torch_dtype).eval()
+    clip = clip.to(device=device, dtype=number_type).eval()
     log.info("loaded scorer %s on %s (%s)", model, device, dtype)
     return _Parts(clip, tokenizer, image_processor)
 
 
 # --------------------------------------------------------------------------------------------------- scorer
 @dataclass(frozen=True)
-class LabelScore:
+class LabelConsistency:
     """How well one image still shows its class."""
 
     prob: float  # probability of the true class (softmax over all class names)
@@ -324,7 +163,7 @@ def _unique(names: Sequence[str]) -> list[str]:
 
 
 class LabelScorer:
-    """Zero-shot CLIP label consistency: ``score(images, true_names, class_names) -> [LabelScore]``.
+    """Zero-shot CLIP label consistency: ``score(images, true_names, class_names) -> [LabelConsistency]``.
 
     ``model`` is a hub id, a local folder or ``tiny-random-clip``; ``device="auto"`` picks CUDA when available;
     ``dtype="auto"`` is float16 on CUDA, float32 elsewhere. ``templates`` hold ``{name}``. The model loads on first
@@ -336,10 +175,8 @@ class LabelScorer:
                  revision: str | None = None) -> None:
         if not isinstance(model, str) or not model.strip():
             raise BadArgumentError(f"Bad scorer {model!r}: pass a CLIP model id, a local folder or 'tiny-random-clip'.")
-        if not isinstance(device, str) or not _DEVICE_RE.match(device):
-            raise BadArgumentError(f"Bad device {device!r}: pass auto, cpu, cuda, cuda:N or mps.")
-        if dtype not in _DTYPES:
-            raise BadArgumentError(f"Bad dtype {dtype!r}: pass one of {', '.join(_DTYPES)}.")
+        check_device(device)
+        check_dtype(dtype)
         templates = tuple(templates) if not isinstance(templates, str) else (templates,)
         if not templates or not all(isinstance(t, str) and "{name}" in t for t in templates):
             raise BadArgumentError(f"Bad templates {templates!r}: pass strings that contain {{name}}, e.g. "
@@ -355,7 +192,7 @@ class LabelScorer:
         self.note = UNTRAINED_SCORER_NOTE if self.is_test_model else ""
         self._device, self._dtype = device, dtype
         self._parts: _Parts | None = None
-        self._text_cache: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self._text_cache: LRUCache[tuple[str, ...], Any] = LRUCache(maxsize=_TEXT_CACHE_SIZE)
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -365,12 +202,12 @@ class LabelScorer:
     @property
     def device(self) -> str:
         """The resolved device (``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``)."""
-        return _resolve_device(self._device)
+        return resolve_device(self._device)
 
     @property
     def dtype(self) -> str:
         """The resolved dtype name (``auto`` -> float16 on CUDA, float32 elsewhere)."""
-        return _resolve_dtype(self._dtype, self.device)
+        return resolve_dtype(self._dtype, self.device)
 
     def load(self) -> LabelScorer:
         """Load the model (ModelUnavailableError with the remedy when it is not available offline); returns self."""
@@ -386,9 +223,9 @@ class LabelScorer:
 
         names = tuple(_unique(class_names))
         with self._lock:
-            if names in self._text_cache:
-                self._text_cache.move_to_end(names)
-                return self._text_cache[names]
+            embeds = self._text_cache.get(names)
+            if embeds is not None:
+                return embeds
             parts = self.load()._parts
             texts = [template.format(name=name) for template in self.templates for name in names]
             chunks = []
@@ -402,8 +239,6 @@ class LabelScorer:
             embeds = embeds.reshape(len(self.templates), len(names), -1).mean(dim=0)
             embeds = torch.nn.functional.normalize(embeds, dim=-1)
             self._text_cache[names] = embeds
-            if len(self._text_cache) > _TEXT_CACHE_SIZE:
-                self._text_cache.popitem(last=False)
             return embeds
 
     def image_embeddings(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -449,7 +284,7 @@ class LabelScorer:
         return probs / probs.sum(axis=1, keepdims=True)
 
     def score(self, images: Sequence[np.ndarray], true_names: Sequence[str],
-              class_names: Sequence[str]) -> list[LabelScore]:
+              class_names: Sequence[str]) -> list[LabelConsistency]:
         """For each image, the probability and rank of its true class name among ``class_names`` (all of them).
 
         ``images``: uint8 (h, w, 3) arrays; ``true_names[i]``: the class name of image i, one of ``class_names``
@@ -464,12 +299,12 @@ class LabelScorer:
         missing = sorted({name for name in true_names if name not in column})
         if missing:
             raise BadArgumentError(f"True class name {missing[0]!r} is not among the {len(names)} class names; pass "
-                                   "every class name of the dataset (scoring.class_names gives them).")
+                                   "every class name of the dataset (curation.class_names.class_names gives them).")
         probs = self.probabilities(images, names)
         scores = []
         for row, name in zip(probs, true_names):
             p = row[column[name]]
             top = int(row.argmax())
-            scores.append(LabelScore(prob=float(p), rank=1 + int((row > p).sum()), top_name=names[top],
+            scores.append(LabelConsistency(prob=float(p), rank=1 + int((row > p).sum()), top_name=names[top],
                                      top_prob=float(row[top])))
         return scores
