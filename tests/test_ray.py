@@ -280,7 +280,7 @@ def test_the_ray_engine_scores_like_the_score_command(cluster, dataset, local_ws
     augmentation gets its label scores and flags, equal to what `score` computes for the local engine's workspace."""
     import shutil
 
-    from diffusemix_core.curation.scores import score_workspace
+    from diffusemix_core.curation.score_workspace import score_workspace
 
     train, info = dataset
     ws = Workspace(tmp_path / "ws")

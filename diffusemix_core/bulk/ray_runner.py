@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from .runner import _timed_iter
 from .stages import Batch, Compose, Generate, Planner, load_source
+from .timing import timed_iter
 from ..checks import check_int
 from ..errors import BadArgumentError, DiffuseMixError
 
@@ -271,7 +271,7 @@ class _RayRun:
         """Plan the batches and hand them on: to the cluster, or straight back when no worker has work in them."""
         count = 0
         try:
-            for batch in _timed_iter(clock, "plan", planner.batches(files, self.batch_size, cancel)):
+            for batch in timed_iter(clock, "plan", planner.batches(files, self.batch_size, cancel)):
                 if not self._take_slot(cancel):
                     break  # cancelled (or closing): this planned batch is not started
                 if any(source.error is None for source in batch.sources):
@@ -563,7 +563,7 @@ def _worker_score(settings: dict):
     key = json.dumps(settings, sort_keys=True, default=str)
     score = _WORKER_SCORE.get(key)
     if score is None:
-        from ..curation.scores import Score
+        from .score_stage import Score
 
         _WORKER_SCORE.clear()  # a worker serves one run at a time
         kwargs = dict(settings)

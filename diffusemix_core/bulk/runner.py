@@ -44,8 +44,9 @@ from ..errors import BadArgumentError
 from ..engine.images import IGNORED_DIRS, IMAGE_EXTENSIONS
 from ..workspace.manifest import now, write
 from ..engine.mixing import check_lam
-from ..curation.scores import Score, score_stage
+from .score_stage import Score, score_stage
 from .threads import run_stages
+from .timing import timed, timed_iter
 
 if TYPE_CHECKING:
     from ..engine.fractals import FractalLibrary
@@ -268,7 +269,7 @@ def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, 
         if progress is not None:
             progress(RunProgress(0, summary.augmentations_planned, 0.0))
         clock = summary.stage_cpu_seconds
-        commit = _timed(clock, "commit", commit)
+        commit = timed(clock, "commit", commit)
         if stages is None:  # the local engine; the Ray engine passes its own (bulk_ray.RayEngine.stages)
             batches = _stages(planner, files, batch_size, generate, compose, args["settings"], cancel, threads, clock,
                               score)
@@ -299,35 +300,6 @@ def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, 
     return summary
 
 
-def _timed(clock: dict[str, float], name: str, fn: Callable) -> Callable:
-    """`fn`, adding the CPU time of the calling thread it takes to ``clock[name]`` (any thread)."""
-    lock = threading.Lock()
-
-    def timed(*args):
-        started = time.thread_time()
-        try:
-            return fn(*args)
-        finally:
-            spent = time.thread_time() - started
-            with lock:
-                clock[name] = clock.get(name, 0.0) + spent
-
-    return timed
-
-
-def _timed_iter(clock: dict[str, float], name: str, items: Iterator) -> Iterator:
-    """The items of `items`, adding the CPU time spent producing them to ``clock[name]``."""
-    while True:
-        started = time.thread_time()
-        try:
-            item = next(items)
-        except StopIteration:
-            return
-        finally:
-            clock[name] = clock.get(name, 0.0) + time.thread_time() - started
-        yield item
-
-
 def _stages(planner: Planner, files, batch_size: int, generate: Generate, compose: Compose, settings_key: dict,
             cancel: threading.Event | None, threads: int | None, clock: dict[str, float],
             score: Score | None = None) -> Iterator[Batch]:
@@ -337,11 +309,11 @@ def _stages(planner: Planner, files, batch_size: int, generate: Generate, compos
     The CPU time of each stage is added to `clock` (per-thread CPU time, so pool threads count in full).
     """
     cancelled = lambda: cancel is not None and cancel.is_set()  # noqa: E731
-    load_source_ = _timed(clock, "load", load_source)
-    compose = _timed(clock, "compose", compose)
-    generate = _timed(clock, "generate", generate)
-    scored = [] if score is None else [_timed(clock, "score", lambda b: b if b is None else score(b))]
-    batches = _timed_iter(clock, "plan", planner.batches(files, batch_size, cancel))
+    load_source_ = timed(clock, "load", load_source)
+    compose = timed(clock, "compose", compose)
+    generate = timed(clock, "generate", generate)
+    scored = [] if score is None else [timed(clock, "score", lambda b: b if b is None else score(b))]
+    batches = timed_iter(clock, "plan", planner.batches(files, batch_size, cancel))
 
     def generate_unless_cancelled(batch: Batch) -> Batch | None:
         return None if cancelled() else generate(batch)

@@ -32,7 +32,7 @@ from ..engine.diffusemix import Choice, Mixer
 from ..errors import BadArgumentError, BadImageError, DiffuseMixError, ModelUnavailableError
 from ..engine.images import image_key, load_image
 from ..workspace.manifest import Manifest, generation_cache_key, write
-from ..curation.scores import insert_source_scores
+from ..curation.scores import ScoredSlot, insert_scores
 from ..workspace.store import ImageStore
 from ..workspace.thumbnails import Thumbnails, thumbnail_key, thumbnail_png
 
@@ -80,7 +80,7 @@ class Slot:
     record: AugmentationRecord | None = None  # composed
     fractal_path: str | None = None  # the fractal image in the store
     thumbnail: tuple[str, bytes] | None = None  # (key, PNG) of A's gallery preview (thumbnails.py)
-    scores: dict | None = None  # label scores and flags of Î and A (scores.Score), stored by Commit
+    scores: dict | None = None  # label scores and flags of Î and A (score_stage.Score), stored by Commit
 
 
 @dataclass
@@ -386,7 +386,7 @@ class Commit:
                         db, slot.record, source_id=source.source_id, generation_id=slot.generation_id,
                         job_key=slot.job_key, slot=slot.slot, fractal_path=slot.fractal_path, run_id=self.run_id)
                     added += new
-                insert_source_scores(db, ws.store, source)  # what the scores stage found, if it ran
+                _insert_scores(db, ws.store, source)  # what the scores stage found, if it ran
             ws.manifest.unjournal(db, relpaths)
         previews = Thumbnails(ws.path)  # derived data: written after the rows, never journalled
         for source in batch.sources:
@@ -406,3 +406,10 @@ class Commit:
         summary.model_seconds += batch.model_seconds
         summary.load_seconds += batch.load_seconds
         return batch.slots
+
+
+def _insert_scores(db, store: ImageStore, source: Source) -> int:
+    """Store the scores the scores stage (``score_stage.Score``) put on the slots of one committed source."""
+    slots = [ScoredSlot(s.job_key, s.generation_id, s.scores, s.generated) for s in source.slots
+             if s.scores is not None and s.record is not None and s.generation_id is not None]
+    return insert_scores(db, store, source.source_id, slots)

@@ -87,7 +87,7 @@ def run_score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .workspace import _install_sigint
-    from ..curation.scores import score_workspace
+    from ..curation.score_workspace import score_workspace
     from ..workspace.folder import Workspace
 
     workspace = Workspace(args.workspace, create=False)
