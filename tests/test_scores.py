@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from diffusemix_core.bulk import score_stage
+from diffusemix_core.bulk.options import AugmentOptions
 from diffusemix_core.curation import queries as score_queries, scores
 from diffusemix_core.curation.score_workspace import score_workspace
 from diffusemix_core.bulk.runner import run_augment
@@ -66,9 +67,9 @@ def frame(ws: Workspace, query: str, params=()) -> pd.DataFrame:
         conn.close()
 
 
-def augment(ws: Workspace, train: Path, per_image: int, scorer="auto", **kwargs):
-    return run_augment(ws, train, per_image=per_image, generator=EchoGenerator(), fractals=FRACTALS,
-                       batch_size=2, seed=1, scorer=scorer, **kwargs)
+def augment(ws: Workspace, train: Path, per_image: int, scorer="auto", threads=None):
+    options = AugmentOptions(per_image=per_image, batch_size=2, seed=1, scorer=scorer, threads=threads)
+    return run_augment(ws, train, options, generator=EchoGenerator(), fractals=FRACTALS)
 
 
 @pytest.fixture(scope="module")

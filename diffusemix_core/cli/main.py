@@ -166,6 +166,7 @@ def run_preview(args: argparse.Namespace) -> int:
 
 # main ----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from . import augment as cli_augment
     from . import train as cli_train
     from . import workspace as cli_workspace
 
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="log details and show tracebacks")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_preview(subparsers)
+    cli_augment.add_subcommand(subparsers)
     cli_workspace.add_subcommands(subparsers)
     cli_train.add_subcommand(subparsers)
     from .curation import add_subcommands as add_curation; add_curation(subparsers)  # noqa: E702
