@@ -158,6 +158,50 @@ def test_a_billion_per_image_is_refused_in_one_sentence_within_bounds(dataset, t
     assert not (ws / "images").exists() or not any((ws / "images").rglob("*.png"))  # nothing was made
 
 
+STREAMED_RUN = textwrap.dedent("""
+    import resource, signal, sqlite3, subprocess, sys, time
+    from pathlib import Path
+
+    manifest, started, first = Path(sys.argv[1]) / "manifest.sqlite", time.monotonic(), None
+    run = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while run.poll() is None and time.monotonic() - started < 180:
+        try:
+            with sqlite3.connect(manifest) as conn:
+                made = conn.execute("SELECT count(*) FROM augmentations").fetchone()[0]
+        except sqlite3.Error:
+            made = 0
+        if made:  # the first batch is committed: stop the run as a user does (Ctrl-C)
+            first = time.monotonic() - started
+            run.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.2)
+    else:
+        run.kill()
+    out, err = run.communicate(timeout=120)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+    print(run.returncode, first, peak)
+    sys.stderr.write(err)
+""")
+
+
+def test_ten_million_per_image_that_fit_the_disk_start_at_once_in_bounded_memory(tmp_path):
+    """`--per-image 10000000` on one image (its manifest would fit): the plan streams, so the first batch is
+    committed within the time bound, in a few hundred MB (listing the slots first took gigabytes and never began);
+    Ctrl-C then stops it cleanly."""
+    train = tmp_path / "train"
+    _image(train / "c" / "a.png")
+    ws = tmp_path / "ws"
+    argv = [sys.executable, "-m", "diffusemix_core", "augment", "--train-dir", train, "--workspace", ws,
+            "--per-image", "10000000", "--batch-size", "1", "--scorer", "none", "--no-progress",
+            "--model", "tiny-random", "--resolution", "64", "--steps", "2"]
+    result = subprocess.run([sys.executable, "-c", STREAMED_RUN, str(ws), *map(str, argv)], capture_output=True,
+                            text=True, env=cli_env(), cwd=ROOT, timeout=400)
+    code, first, peak_kib = result.stdout.split()
+    assert first != "None", f"no batch was committed in 180 s: {result.stderr[-2000:]}"
+    assert int(code) == 130 and "stopped early" in result.stderr, result.stderr[-2000:]
+    assert int(peak_kib) < 1024 * 1024, f"peak RSS {int(peak_kib) / 1024:.0f} MB"
+
+
 def test_the_plan_is_a_stream_whatever_the_count(tmp_path):
     """10⁹ slots for one image: the jobs are never listed, the missing count is arithmetic, and the first piece of
     the plan (MAX_SLOTS_PER_SOURCE slots) comes at once."""

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffusemix_core.bulk.options import AugmentOptions, MixOptions
+from diffusemix_core.bulk.options import RUNNERS, AugmentOptions, MixOptions
 from diffusemix_core.bulk.runner import run_augment
 from diffusemix_core.cli.augment import options_from_args
 from diffusemix_core.cli.main import build_parser, main
@@ -72,6 +72,13 @@ def test_every_augment_flag_lands_in_its_option_field():
     fields = {f.name for f in dataclasses.fields(AugmentOptions)} | {f"mix.{f.name}" for f in
                                                                      dataclasses.fields(MixOptions)}
     assert fields - NO_FLAG - {"all_prompts"} <= {dotted for _, dotted, _ in FLAGS.values()}
+
+
+def test_the_engine_flag_offers_the_runners():
+    parser = build_parser()
+    augment = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("augment"))
+    engine = next(a for a in augment._actions if "--engine" in a.option_strings)
+    assert (engine.dest, tuple(engine.choices)) == ("runner", RUNNERS)
 
 
 def test_the_defaults_of_the_flags_are_the_defaults_of_the_options():

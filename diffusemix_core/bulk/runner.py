@@ -248,7 +248,7 @@ def run_augment(
                         device=options.settings.device, load=ray is None)  # on Ray it loads in the workers
     args = {**options.record(), "prompts": library.to_dict(), "fractals": getattr(mixer.fractals, "origin", "")}
     if ray is not None:  # the cluster runs the stages; this process plans and commits (no CPU share)
-        args["engine"] = ray.describe()
+        args["engine"] = ray.describe()  # the key earlier runs recorded (the --engine flag's name)
         cpu_share, ray_stages = contextlib.nullcontext(), ray.stages(mixer, options, score=score)
     else:
         cpu_share, ray_stages = _cpu_share(generator), contextlib.nullcontext()

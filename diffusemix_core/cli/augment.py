@@ -14,7 +14,6 @@ import sys
 import threading
 from pathlib import Path
 
-from ..bulk.options import RUNNERS, AugmentOptions, MixOptions
 from ..engine.test_models import UNTRAINED_NOTE, is_test_model
 from .curation import add_scorer_arguments, print_run_scores
 from .main import (
@@ -93,7 +92,7 @@ def _non_negative_float(text: str) -> float:
 def _add_runner_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the stages run: in this process (local) or on a Ray cluster (docs/cluster.md)."""
     g = parser.add_argument_group("engine")
-    g.add_argument("--engine", dest="runner", choices=list(RUNNERS), default="local",
+    g.add_argument("--engine", dest="runner", choices=["local", "ray"], default="local",  # options.RUNNERS
                    help="local (default): every stage in this process; ray: load, generate and compose on a Ray "
                         "cluster, planning and the manifest here (needs `pip install -r requirements-ray.txt`)")
     g.add_argument("--address", dest="ray_address", metavar="ADDRESS", default=None,
@@ -109,8 +108,11 @@ def _add_runner_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with --engine ray: CPUs reserved per worker (default 1)")
 
 
-def options_from_args(args: argparse.Namespace) -> AugmentOptions:
-    """The run's options from the parsed flags (BadArgumentError for a value out of range)."""
+def options_from_args(args: argparse.Namespace):
+    """The run's :class:`~diffusemix_core.bulk.options.AugmentOptions` from the parsed flags (BadArgumentError for
+    a value out of range)."""
+    from ..bulk.options import AugmentOptions, MixOptions
+
     return AugmentOptions(settings=settings_from_args(args), mix=MixOptions(**_named(MixOptions, args)),
                           **_named(AugmentOptions, args))
 
