@@ -45,6 +45,7 @@ from diffusemix_core.engine.generation import DEFAULT_MODEL  # torch-free at imp
 from diffusemix_core.engine.test_models import UNTRAINED_NOTE, is_test_model
 from diffusemix_core.engine.masks import ALL_MASK_KINDS, MASK_KINDS
 from diffusemix_core.engine.prompts import PromptEntry, PromptLibrary
+from diffusemix_core.bulk.options import AugmentOptions, MixOptions
 from diffusemix_core.bulk.runner import run_augment
 from diffusemix_core.studio.explore import (
     DEFAULT_INTERACTIVE_PIXELS,
@@ -257,9 +258,9 @@ def generate_all_prompts(engine: DiffuseMix, image: np.ndarray, **choices) -> li
 
 
 @gpu_task
-def run_dataset_job(workspace: Workspace, train_dir: Path, **kwargs):
+def run_dataset_job(workspace: Workspace, train_dir: Path, options: AugmentOptions, **kwargs):
     """The GPU-bound bulk run (decorated with spaces.GPU on ZeroGPU)."""
-    return run_augment(workspace, train_dir, **kwargs)
+    return run_augment(workspace, train_dir, options, **kwargs)
 
 
 def table_rows(table: Any) -> list[list]:
@@ -571,17 +572,17 @@ class Studio:
 
         if self.config.ray_address:  # the cluster's workers load the model; this process plans and commits
             progress(0, desc=f"Submitting to the Ray cluster at {self.config.ray_address}…")
-            where = dict(engine="ray", ray_address=self.config.ray_address,
-                         settings=self.model.settings(steps=int(steps), resolution=int(resolution)))
+            generator, where = None, dict(runner="ray", ray_address=self.config.ray_address)
+            settings = self.model.settings(steps=int(steps), resolution=int(resolution))
         else:
             progress(0, desc=f"Loading model {self.config.model}…")
-            generator = self.model.generator(steps=int(steps), resolution=int(resolution))
-            where = dict(settings=generator.settings, generator=generator)
-        summary = run_dataset_job(
-            self.workspace, path, per_image=int(per_image), prompts=self.workspace.manifest.get_prompt_library(),
-            fractals=self.fractals, lam=float(lam), batch_size=int(batch_size), seed=int(seed),
-            all_prompts=bool(all_prompts), progress=report, cancel=cancel, scorer="auto", **where,
-        )
+            generator, where = self.model.generator(steps=int(steps), resolution=int(resolution)), {}
+            settings = generator.settings
+        options = AugmentOptions(settings=settings, mix=MixOptions(lam=float(lam)), per_image=int(per_image),
+                                 batch_size=int(batch_size), seed=int(seed), all_prompts=bool(all_prompts),
+                                 scorer="auto", **where)
+        summary = run_dataset_job(self.workspace, path, options, prompts=self.workspace.manifest.get_prompt_library(),
+                                  fractals=self.fractals, generator=generator, progress=report, cancel=cancel)
         info = dataclasses.asdict(summary)
         head = "⏹ Cancelled: run again to resume." if summary.cancelled else "✅ Done."
         if summary.settings_changed:

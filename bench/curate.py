@@ -51,6 +51,7 @@ CLASSES = ("cats", "dogs", "tabby-cat")
 
 def real_workspace(folder: Path) -> Path:
     """12 images x 2 through the bulk run on tiny-random at 64 px, scored by tiny-random-clip."""
+    from diffusemix_core.bulk.options import AugmentOptions
     from diffusemix_core.bulk.runner import run_augment
     from diffusemix_core.engine.fractals import FractalLibrary
     from diffusemix_core.engine.generation import GenerationSettings
@@ -65,8 +66,8 @@ def real_workspace(folder: Path) -> Path:
             Image.fromarray(small).resize((80, 64), Image.BICUBIC).save(folder / "train" / c / f"{i}.png")
     generator = Pix2PixGenerator(GenerationSettings(model="tiny-random", resolution=64, steps=2, device="cpu"))
     ws = Workspace(folder / "ws")
-    run_augment(ws, folder / "train", per_image=2, generator=generator, batch_size=4, seed=1,
-                fractals=FractalLibrary.procedural(3, seed=1, size=64), scorer="tiny-random-clip")
+    run_augment(ws, folder / "train", AugmentOptions(per_image=2, batch_size=4, seed=1, scorer="tiny-random-clip"),
+                generator=generator, fractals=FractalLibrary.procedural(3, seed=1, size=64))
     return ws.path
 
 

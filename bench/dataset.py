@@ -47,6 +47,7 @@ from diffusemix_core.engine.images import load_image
 from diffusemix_core.engine.masks import make_mask
 from diffusemix_core.engine.mixing import blend, hybrid
 from diffusemix_core.training.dataset import DiffuseMixDataset, ImageFiles, resize_center_crop, to_tensor
+from diffusemix_core.bulk.options import AugmentOptions
 from diffusemix_core.bulk.runner import run_augment
 from diffusemix_core.workspace.folder import Workspace
 
@@ -102,7 +103,7 @@ def build(root: Path, images: int, per_image: int, seed: int, tiny_output: bool)
         Image.fromarray(photo(rng, h, w)).save(folder / f"{i:04d}.jpg", quality=92)
     ws = Workspace(root / "ws")
     settings = GenerationSettings(model="tiny-random", steps=2, resolution=64, device="cpu")
-    run_augment(ws, train, per_image=per_image, seed=seed, settings=settings,
+    run_augment(ws, train, AugmentOptions(per_image=per_image, seed=seed, settings=settings),
                 generator=None if tiny_output else FilterLikeGenerator(settings))
     ws.review("approved")
     ws.export(root / "export", status="approved", include_originals=True)

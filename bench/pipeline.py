@@ -38,14 +38,15 @@ STAGES = ("plan", "load", "generate", "compose", "commit")
 
 
 def run(train: Path, ws_path: Path, *, latency: float, batch_size: int, threads: int | None):
+    from diffusemix_core.bulk.options import AugmentOptions
     from diffusemix_core.bulk.runner import run_augment
     from diffusemix_core.engine.fractals import FractalLibrary
     from diffusemix_core.workspace.folder import Workspace
 
     generator = FixedLatencyGenerator(latency)
     ws = Workspace(ws_path)
-    summary = run_augment(ws, train, per_image=1, fractals=FractalLibrary.default(), generator=generator,
-                          batch_size=batch_size, seed=0, threads=threads)
+    summary = run_augment(ws, train, AugmentOptions(per_image=1, batch_size=batch_size, seed=0, threads=threads),
+                          fractals=FractalLibrary.default(), generator=generator)
     return summary, generator
 
 

@@ -39,6 +39,7 @@ from bench.workspace import make_dataset
 
 def run(train: Path, ws_path: Path, *, latency: float, batch_size: int, actors: int | None):
     """One run; actors None: the local engine. Returns (wall seconds, summary, commits [(seconds, done)])."""
+    from diffusemix_core.bulk.options import AugmentOptions
     from diffusemix_core.bulk.runner import run_augment
     from diffusemix_core.engine.fractals import FractalLibrary
     from diffusemix_core.workspace.folder import Workspace
@@ -50,11 +51,14 @@ def run(train: Path, ws_path: Path, *, latency: float, batch_size: int, actors: 
         if report.done:
             commits.append((time.perf_counter() - started, report.done))
 
-    common = dict(per_image=1, fractals=FractalLibrary.default(), batch_size=batch_size, seed=0, progress=progress)
+    options = AugmentOptions(per_image=1, batch_size=batch_size, seed=0)
+    common = dict(fractals=FractalLibrary.default(), progress=progress)
     if actors is None:
-        summary = run_augment(Workspace(ws_path), train, generator=FixedLatencyGenerator(latency), **common)
+        summary = run_augment(Workspace(ws_path), train, options, generator=FixedLatencyGenerator(latency), **common)
     else:
-        summary = run_augment(Workspace(ws_path), train, engine="ray", workers=actors, cpus_per_worker=1,
+        options = AugmentOptions(per_image=1, batch_size=batch_size, seed=0, runner="ray", workers=actors,
+                                 cpus_per_worker=1)
+        summary = run_augment(Workspace(ws_path), train, options,
                               generator_factory=functools.partial(FixedLatencyGenerator, latency), **common)
     return time.perf_counter() - started, summary, commits
 

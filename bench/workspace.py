@@ -56,6 +56,7 @@ def main() -> None:
     from diffusemix_core.engine.fractals import FractalLibrary
     from diffusemix_core.engine.generation import GenerationSettings
     from diffusemix_core.engine.pix2pix import Pix2PixGenerator
+    from diffusemix_core.bulk.options import AugmentOptions
     from diffusemix_core.bulk.runner import run_augment
     from diffusemix_core.workspace.folder import Workspace
 
@@ -67,13 +68,12 @@ def main() -> None:
         ws = Workspace(Path(tmp) / "ws", durable=not args.no_fsync)
         generator = Pix2PixGenerator(settings)  # loaded inside the run: its load time counts as model time
 
-        first = run_augment(ws, train, per_image=args.per_image, fractals=fractals, generator=generator,
-                            batch_size=args.batch_size, seed=0)
+        options = AugmentOptions(per_image=args.per_image, batch_size=args.batch_size, seed=0)
+        first = run_augment(ws, train, options, fractals=fractals, generator=generator)
         model = first.model_seconds + first.load_seconds
         overhead = first.seconds - model
         t0 = time.perf_counter()
-        resumed = run_augment(ws, train, per_image=args.per_image, fractals=fractals, generator=generator,
-                              batch_size=args.batch_size, seed=0)
+        resumed = run_augment(ws, train, options, fractals=fractals, generator=generator)
         resume_seconds = time.perf_counter() - t0
         assert resumed.augmentations_added == 0 and resumed.images_skipped == args.images
 

@@ -22,6 +22,7 @@ from gradio_client import Client  # noqa: E402
 from app import AppConfig, build_app, launch_kwargs  # noqa: E402
 from diffusemix_core.curation import detail as details, filters, page as pages, previews  # noqa: E402
 from diffusemix_core.bulk.runner import run_augment  # noqa: E402
+from diffusemix_core.bulk.options import AugmentOptions  # noqa: E402
 from diffusemix_core.engine.fractals import FractalLibrary  # noqa: E402
 from diffusemix_core.engine.test_models import UNTRAINED_SCORER_NOTE  # noqa: E402
 from diffusemix_core.workspace.folder import Workspace  # noqa: E402
@@ -34,9 +35,9 @@ STAGES = ("original", "generated", "mask", "hybrid", "fractal", "final")
 def app(tmp_path_factory, tiny_generator):
     root = tmp_path_factory.mktemp("app-curate")
     ws = Workspace(root / "ws")
-    run_augment(ws, make_train(root / "train"), per_image=2, generator=tiny_generator,
-                fractals=FractalLibrary.procedural(3, seed=1, size=64), batch_size=4, seed=1,
-                scorer="tiny-random-clip")
+    run_augment(ws, make_train(root / "train"), AugmentOptions(per_image=2, batch_size=4, seed=1,
+                                                               scorer="tiny-random-clip"),
+                generator=tiny_generator, fractals=FractalLibrary.procedural(3, seed=1, size=64))
     config = AppConfig(model="tiny-random", workspace=ws.path, resolution=64, steps=2, device="cpu")
     demo = build_app(config)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(config))

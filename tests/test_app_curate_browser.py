@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from diffusemix_core.bulk.runner import run_augment
+from diffusemix_core.bulk.options import AugmentOptions
 from diffusemix_core.engine.fractals import FractalLibrary
 from diffusemix_core.engine.test_models import UNTRAINED_SCORER_NOTE
 from diffusemix_core.workspace.folder import Workspace
@@ -43,9 +44,9 @@ def free_port() -> int:
 def served(tmp_path, tiny_generator):
     """`python app.py --model tiny-random --workspace W` in its own process, on a scored workspace."""
     ws = Workspace(tmp_path / "ws")
-    run_augment(ws, make_train(tmp_path / "train"), per_image=2, generator=tiny_generator,
-                fractals=FractalLibrary.procedural(3, seed=1, size=64), batch_size=4, seed=1,
-                scorer="tiny-random-clip")
+    run_augment(ws, make_train(tmp_path / "train"), AugmentOptions(per_image=2, batch_size=4, seed=1,
+                                                                   scorer="tiny-random-clip"),
+                generator=tiny_generator, fractals=FractalLibrary.procedural(3, seed=1, size=64))
     port = free_port()
     log = open(tmp_path / "app.log", "w")
     server = subprocess.Popen(

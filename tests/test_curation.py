@@ -20,6 +20,7 @@ from diffusemix_core.curation import histogram as histograms, page as pages, pre
 from diffusemix_core.curation import report_view as report_views
 from diffusemix_core.curation.filters import CurationQuery
 from diffusemix_core.curation.selection import Selection
+from diffusemix_core.bulk.options import AugmentOptions
 from diffusemix_core.errors import BadArgumentError, WorkspaceError
 from diffusemix_core.engine.fractals import FractalLibrary
 from diffusemix_core.engine.test_models import UNTRAINED_SCORER_NOTE
@@ -47,9 +48,9 @@ def scored_ws(tmp_path_factory, tiny_generator) -> Path:
     one approved by people, so the statuses differ."""
     root = tmp_path_factory.mktemp("curation")
     ws = Workspace(root / "ws")
-    summary = run_augment(ws, make_train(root / "train"), per_image=PER_IMAGE, generator=tiny_generator,
-                          fractals=FractalLibrary.procedural(3, seed=1, size=64), batch_size=4, seed=1,
-                          scorer="tiny-random-clip")
+    summary = run_augment(ws, make_train(root / "train"),
+                          AugmentOptions(per_image=PER_IMAGE, batch_size=4, seed=1, scorer="tiny-random-clip"),
+                          generator=tiny_generator, fractals=FractalLibrary.procedural(3, seed=1, size=64))
     assert summary.augmentations_added == N
     ws.review("rejected", ids=[2], origin="app")
     ws.review("approved", ids=[5], origin="cli")

@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from diffusemix_core.bulk.options import AugmentOptions
+from diffusemix_core.bulk.plan import Planner
 from diffusemix_core.bulk.runner import run_augment
-from diffusemix_core.bulk.stages import Commit, Planner
+from diffusemix_core.bulk.stages import Commit
 from diffusemix_core.errors import ModelUnavailableError
 from diffusemix_core.engine.fractals import FractalLibrary
 from diffusemix_core.engine.generation import GenerationSettings
@@ -34,7 +36,7 @@ from test_cli_workspace import (BATCH, PER_IMAGE, ROOT, assert_exactly_once, aug
 
 SEED = 3  # test_cli_workspace.augment_args' seed
 SETTINGS = GenerationSettings(model="tiny-random", resolution=64, steps=2)  # what TINY gives on the command line
-RAY = {"engine": "ray", "workers": 2, "cpus_per_worker": 0.5}
+RAY = {"runner": "ray", "workers": 2, "cpus_per_worker": 0.5}
 RAY_FLAGS = ["--engine", "ray", "--workers", "2", "--cpus-per-worker", "0.5"]
 
 
@@ -65,10 +67,10 @@ def dataset(tmp_path_factory):
     return train, make_dataset(train)
 
 
-def job(train: Path) -> dict:
-    """The run of test_cli_workspace.augment_args, as run_augment arguments."""
-    return {"per_image": PER_IMAGE, "batch_size": BATCH, "seed": SEED, "settings": SETTINGS,
-            "fractals": FractalLibrary.from_folder(train.parent / "fractals")}
+def job(train: Path, **options) -> dict:
+    """The run of test_cli_workspace.augment_args (with `options` changed), as run_augment arguments."""
+    options = {"per_image": PER_IMAGE, "batch_size": BATCH, "seed": SEED, "settings": SETTINGS, **options}
+    return {"options": AugmentOptions(**options), "fractals": FractalLibrary.from_folder(train.parent / "fractals")}
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +111,7 @@ def test_ray_engine_writes_the_local_engines_manifest_and_bytes(cluster, dataset
     train, info = dataset
     ws = Workspace(tmp_path / "ws")
     seen = []
-    summary = run_augment(ws, train, **job(train), **RAY, progress=lambda p: seen.append((p.done, p.total)))
+    summary = run_augment(ws, train, **job(train, **RAY), progress=lambda p: seen.append((p.done, p.total)))
     assert (summary.augmentations_added, summary.images_failed) == (len(info["good"]) * PER_IMAGE, len(info["bad"]))
     assert summary.model_seconds > 0 and summary.load_seconds > 0  # measured in the actors, reported here
     assert seen[0] == (0, seen[0][1]) and seen[-1][0] == seen[-1][1] and seen == sorted(seen) and len(seen) > 2
@@ -146,7 +148,7 @@ def test_a_worker_killed_mid_run_is_restarted_and_its_batch_retried(cluster, dat
     ws = Workspace(tmp_path / "ws")
     marks = tmp_path / "marks"
     marks.mkdir()
-    summary = run_augment(ws, train, **job(train), **RAY,
+    summary = run_augment(ws, train, **job(train, **RAY),
                           generator_factory=functools.partial(DiesOnce, SETTINGS, marks))
     assert (marks / "died").exists()  # a generate actor's process died in the middle of a batch...
     died = int((marks / "died").read_text())
@@ -214,13 +216,13 @@ def test_cancel_stops_planning_and_the_same_run_finishes_the_job(cluster, datase
 
     monkeypatch.setattr(Planner, "plan_source", counting_plan)
     monkeypatch.setattr(Commit, "__call__", counting_commit)
-    small_batches = dict(job(train), batch_size=1)  # 16 batches: more than the engine keeps in flight (10)
-    first = run_augment(ws, train, **small_batches, **RAY, cancel=cancel,
+    small_batches = job(train, **RAY, batch_size=1)  # 16 batches: more than the engine keeps in flight (10)
+    first = run_augment(ws, train, **small_batches, cancel=cancel,
                         progress=lambda p: cancel.set() if p.done >= 1 else None)
     assert max(outstanding) <= 4 * RAY["workers"] + 2 + 1  # + the one the planner holds while it waits
     assert first.cancelled
     assert 0 < first.augmentations_added < len(info["good"]) * PER_IMAGE
-    rest = run_augment(ws, train, **small_batches, **RAY)
+    rest = run_augment(ws, train, **small_batches)
     assert not rest.cancelled and rest.augmentations_added + first.augmentations_added == len(info["good"]) * PER_IMAGE
     assert_exactly_once(ws.path, info)
 
@@ -229,8 +231,8 @@ def test_a_workers_error_is_the_projects_one_line_error(cluster, dataset, tmp_pa
     train, _ = dataset
     missing = tmp_path / "no-such-model"
     with pytest.raises(ModelUnavailableError) as raised:
-        run_augment(Workspace(tmp_path / "ws"), train, **dict(job(train), settings=GenerationSettings(
-            model=str(missing), resolution=64, steps=2)), engine="ray", workers=1, cpus_per_worker=0.5)
+        run_augment(Workspace(tmp_path / "ws"), train, **job(train, settings=GenerationSettings(
+            model=str(missing), resolution=64, steps=2), runner="ray", workers=1, cpus_per_worker=0.5))
     assert str(missing) in str(raised.value) and "\n" not in str(raised.value)
 
 
@@ -281,11 +283,11 @@ def test_the_ray_engine_scores_like_the_score_command(cluster, dataset, local_ws
     augmentation gets its label scores and flags, equal to what `score` computes for the local engine's workspace."""
     import shutil
 
-    from diffusemix_core.curation.scores import score_workspace
+    from diffusemix_core.curation.score_workspace import score_workspace
 
     train, info = dataset
     ws = Workspace(tmp_path / "ws")
-    summary = run_augment(ws, train, **job(train), **RAY, scorer="tiny-random-clip")
+    summary = run_augment(ws, train, **job(train, **RAY, scorer="tiny-random-clip"))
     assert summary.scorer == "tiny-random-clip"
     reference = tmp_path / "reference"
     shutil.copytree(local_ws, reference)

@@ -1,5 +1,6 @@
-"""Curation scores in the workspace (diffusemix_core.curation.scores): the bulk-run stage, near-duplicates across runs,
-the score loop, the filter/sort query, the rules of review --auto and the prompt report, against direct SQL."""
+"""Curation scores in the workspace (curation.scores, curation.score_workspace, bulk.score_stage): the bulk-run
+stage, near-duplicates across runs, the score loop, the filter/sort query, the rules of review --auto and the prompt
+report, against direct SQL."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from diffusemix_core.bulk import score_stage
+from diffusemix_core.bulk.options import AugmentOptions
 from diffusemix_core.curation import queries as score_queries, scores
+from diffusemix_core.curation.score_workspace import score_workspace
 from diffusemix_core.bulk.runner import run_augment
 from diffusemix_core.errors import BadArgumentError, ModelUnavailableError
 from diffusemix_core.engine.fractals import FractalLibrary
@@ -63,9 +67,9 @@ def frame(ws: Workspace, query: str, params=()) -> pd.DataFrame:
         conn.close()
 
 
-def augment(ws: Workspace, train: Path, per_image: int, scorer="auto", **kwargs):
-    return run_augment(ws, train, per_image=per_image, generator=EchoGenerator(), fractals=FRACTALS,
-                       batch_size=2, seed=1, scorer=scorer, **kwargs)
+def augment(ws: Workspace, train: Path, per_image: int, scorer="auto", threads=None):
+    options = AugmentOptions(per_image=per_image, batch_size=2, seed=1, scorer=scorer, threads=threads)
+    return run_augment(ws, train, options, generator=EchoGenerator(), fractals=FRACTALS)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +122,7 @@ def test_scoring_later_gives_what_the_run_stored(scored, train, tmp_path):
     augment(later, train, 3, scorer="none")
     assert sql(later, "SELECT count(*) FROM scores") == [(0,)]
     steps = []
-    summary = scores.score_workspace(later, batch_size=5, progress=lambda done, total: steps.append((done, total)))
+    summary = score_workspace(later, batch_size=5, progress=lambda done, total: steps.append((done, total)))
     assert (summary.scorer, summary.augmentations, summary.generations) == (TEST_SCORERS[0], 18, 18)
     assert steps[0] == (0, 36) and steps[-1] == (36, 36) and len(steps) > 3  # in batches
     query = ("SELECT s.path, a.job_key, x.target, x.metric, x.value, x.text FROM scores x "
@@ -129,11 +133,11 @@ def test_scoring_later_gives_what_the_run_stored(scored, train, tmp_path):
     assert run.keys() == after.keys()
     for key, (value, text) in run.items():
         assert after[key][0] == pytest.approx(value, abs=1e-5) and after[key][1] == text, key
-    again = scores.score_workspace(later)
+    again = score_workspace(later)
     assert (again.augmentations, again.generations) == (0, 0)
 
 
-class ArraylessScore(scores.Score):
+class ArraylessScore(score_stage.Score):
     """The stage as the Ray engine runs it: the batch travels back to the commit without Î's array."""
 
     def __call__(self, batch):
@@ -156,11 +160,11 @@ def test_scores_of_a_batch_that_comes_back_without_arrays_are_the_same(scored, t
 
 def test_score_stage_is_a_plain_picklable_callable(scored):
     ws, _, _ = scored
-    stage = scores.score_stage(ws, "tiny-random-clip", load=True)
+    stage = score_stage.score_stage(ws, "tiny-random-clip", load=True)
     assert stage.class_names == {"golden_retriever": "golden retriever", "tabby-cat": "tabby cat"}
     copy = pickle.loads(pickle.dumps(stage))
     assert copy.settings() == stage.settings() and copy._scorer is None  # the model never travels
-    assert scores.Score(**stage.settings()).label_spec.key == stage.label_spec.key
+    assert score_stage.Score(**stage.settings()).label_spec.key == stage.label_spec.key
     assert len(pickle.dumps(stage)) < 5_000
 
 
@@ -170,14 +174,14 @@ def test_scorer_choice(scored, monkeypatch, caplog):
     assert scores.resolve_scorer("auto", generator_model="timbrooks/instruct-pix2pix") == DEFAULT_SCORER
     assert scores.resolve_scorer("auto", workspace=ws) == TEST_SCORERS[0]  # judged from the generations
     assert scores.resolve_scorer("none") is None and scores.resolve_scorer(None) is None
-    assert scores.score_stage(ws, "none") is None
+    assert score_stage.score_stage(ws, "none") is None
     # auto with a real generator and the default scorer not available offline: flags only, with a warning
     monkeypatch.setattr(scores, "DEFAULT_SCORER", "nobody/uncached-clip")
     with caplog.at_level(logging.WARNING):
-        stage = scores.score_stage(ws, "auto", generator_model="timbrooks/instruct-pix2pix")
+        stage = score_stage.score_stage(ws, "auto", generator_model="timbrooks/instruct-pix2pix")
     assert stage.model is None and "label scores skipped" in caplog.text
     with pytest.raises(ModelUnavailableError):
-        scores.score_stage(ws, "nobody/uncached-clip")
+        score_stage.score_stage(ws, "nobody/uncached-clip")
 
 
 def test_class_names_are_remembered(tmp_path):

@@ -26,6 +26,7 @@ from diffusemix_core.engine.mixing import blend, hybrid
 from diffusemix_core.training.dataset import DiffuseMixDataset, resize_center_crop, to_tensor
 from diffusemix_core.training.losses import jsd_loss
 from diffusemix_core.bulk.runner import run_augment
+from diffusemix_core.bulk.options import AugmentOptions
 from diffusemix_core.workspace.folder import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,8 +53,8 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     train = write_colour_classes(root / "train", 6, seed=0)
     write_colour_classes(root / "val", 5, seed=1)
-    run_augment(Workspace(root / "ws"), train, per_image=2,  # the run shares the cores itself (cpu_share.py)
-                settings=GenerationSettings(model="tiny-random", steps=2, resolution=64, device="cpu"),
+    run_augment(Workspace(root / "ws"), train, AugmentOptions(  # the run shares the cores itself (cpu_share.py)
+                per_image=2, settings=GenerationSettings(model="tiny-random", steps=2, resolution=64, device="cpu")),
                 fractals=FRACTALS)
     Workspace(root / "ws").review("approved")
     with sqlite3.connect(root / "ws" / "manifest.sqlite") as conn:

@@ -20,6 +20,7 @@ from diffusemix_core.errors import BadArgumentError, WorkspaceError
 from diffusemix_core.engine.fractals import FractalLibrary
 from diffusemix_core.engine.prompts import PromptEntry, PromptLibrary
 from diffusemix_core.bulk.runner import run_augment, scan_train_dir
+from diffusemix_core.bulk.options import AugmentOptions, MixOptions
 from diffusemix_core.workspace.manifest import generation_cache_key
 from diffusemix_core.workspace.files import safe_join
 from diffusemix_core.workspace.labels import UNLABELLED, sanitize_label
@@ -139,7 +140,7 @@ def test_run_streams_in_batches_resumes_and_reuses_generations(tmp_path, ws, tin
     train = write_train(tmp_path / "train")
     gen = CountingGenerator(tiny_generator)
     seen = []
-    summary = run_augment(ws, train, per_image=2, fractals=FRACTALS, generator=gen, batch_size=2,
+    summary = run_augment(ws, train, AugmentOptions(per_image=2, batch_size=2), fractals=FRACTALS, generator=gen,
                           progress=lambda p: seen.append((p.done, p.total)))
     assert summary.images_processed == 6 and summary.augmentations_added == 12 and summary.images_failed == 0
     assert seen == [(0, 12), (4, 12), (8, 12), (12, 12)]  # in augmentations, after every committed batch
@@ -148,7 +149,7 @@ def test_run_streams_in_batches_resumes_and_reuses_generations(tmp_path, ws, tin
 
     # a finished job: nothing decoded for the model, nothing added
     gen.calls.clear()
-    again = run_augment(ws, train, per_image=2, fractals=FRACTALS, generator=gen, batch_size=2)
+    again = run_augment(ws, train, AugmentOptions(per_image=2, batch_size=2), fractals=FRACTALS, generator=gen)
     assert (again.images_skipped, again.augmentations_added, gen.calls) == (6, 0, [])
 
     # augmentation rows lost but generations kept: Î comes from the cache, not the model
@@ -159,7 +160,7 @@ def test_run_streams_in_batches_resumes_and_reuses_generations(tmp_path, ws, tin
     before = slots_of_source_1()
     with ws.manifest.session() as db:
         db.execute("DELETE FROM augmentations WHERE source_id = 1")
-    third = run_augment(ws, train, per_image=2, fractals=FRACTALS, generator=gen, batch_size=2)
+    third = run_augment(ws, train, AugmentOptions(per_image=2, batch_size=2), fractals=FRACTALS, generator=gen)
     assert (third.augmentations_added, third.generations_reused, third.generations_added, gen.calls) == (2, 2, 0, [])
     after = slots_of_source_1()
     assert after == before  # same choices, bit-identical final images
@@ -178,7 +179,8 @@ def test_bulk_rows_are_the_records_the_engine_makes_one_at_a_time(tmp_path, ws, 
     """A bulk run and the app's single augmentation agree: each stored A is what DiffuseMix.augment_batch makes for
     the same source and choices, and the stored row is that record's choices."""
     train = write_train(tmp_path / "train", per_class=1)
-    run_augment(ws, train, per_image=2, fractals=FRACTALS, generator=tiny_generator, batch_size=2, lam=0.35)
+    run_augment(ws, train, AugmentOptions(per_image=2, batch_size=2, mix=MixOptions(lam=0.35)), fractals=FRACTALS,
+                generator=tiny_generator)
     dm = DiffuseMix(fractals=FRACTALS, generator=tiny_generator, lam=0.35)
     rows = ws.manifest.list_augmentations(limit=100)
     assert len(rows) == 4
@@ -198,28 +200,28 @@ def test_bulk_rows_are_the_records_the_engine_makes_one_at_a_time(tmp_path, ws, 
 def test_same_run_in_two_workspaces_gives_the_same_manifest(tmp_path, tiny_generator):
     train = write_train(tmp_path / "train", per_class=2)
 
-    def manifest(path, **kw):
+    def manifest(path):
         w = Workspace(path)
-        run_augment(w, train, per_image=2, fractals=FRACTALS, generator=tiny_generator, seed=5, **kw)
+        run_augment(w, train, AugmentOptions(per_image=2, seed=5), fractals=FRACTALS, generator=tiny_generator)
         return [(r["source_path"], r["job_key"], r["label"], r["prompt"], r["mask"], r["fractal"], r["seed"],
                  r["lam"], w.final_image(r).tobytes()) for r in w.manifest.list_augmentations()]
 
     first = manifest(tmp_path / "w1")
     assert first == manifest(tmp_path / "w2")
     other_seed = Workspace(tmp_path / "w3")
-    run_augment(other_seed, train, per_image=2, fractals=FRACTALS, generator=tiny_generator, seed=6)
+    run_augment(other_seed, train, AugmentOptions(per_image=2, seed=6), fractals=FRACTALS, generator=tiny_generator)
     assert [r["seed"] for r in other_seed.manifest.list_augmentations()] != [r[6] for r in first]
 
 
 def test_cancel_stops_between_batches_and_resume_completes(tmp_path, ws, tiny_generator):
     train = write_train(tmp_path / "train")
     cancel = threading.Event()
-    summary = run_augment(ws, train, fractals=FRACTALS, generator=tiny_generator, batch_size=2, cancel=cancel,
-                          progress=lambda p: cancel.set() if p.done >= 2 else None)
+    summary = run_augment(ws, train, AugmentOptions(batch_size=2), fractals=FRACTALS, generator=tiny_generator,
+                          cancel=cancel, progress=lambda p: cancel.set() if p.done >= 2 else None)
     # no batch starts after the cancel; the one the model was making when it came is kept, not thrown away
     assert summary.cancelled and summary.images_processed in (2, 4)
     assert count(ws, "SELECT count(*) FROM augmentations") == summary.images_processed
-    rest = run_augment(ws, train, fractals=FRACTALS, generator=tiny_generator, batch_size=2)
+    rest = run_augment(ws, train, AugmentOptions(batch_size=2), fractals=FRACTALS, generator=tiny_generator)
     assert (rest.images_skipped, rest.images_processed) == (summary.images_processed, 6 - summary.images_processed)
     assert count(ws, "SELECT count(*) FROM augmentations") == 6
 
@@ -227,7 +229,8 @@ def test_cancel_stops_between_batches_and_resume_completes(tmp_path, ws, tiny_ge
 def test_all_prompts_makes_one_per_enabled_prompt(tmp_path, ws, tiny_generator):
     train = write_train(tmp_path / "train", classes=("x",), per_class=2)
     lib = PromptLibrary([PromptEntry("autumn"), PromptEntry("snowy"), PromptEntry("mosaic", enabled=False)])
-    summary = run_augment(ws, train, prompts=lib, all_prompts=True, fractals=FRACTALS, generator=tiny_generator)
+    summary = run_augment(ws, train, AugmentOptions(all_prompts=True), prompts=lib, fractals=FRACTALS,
+                          generator=tiny_generator)
     assert summary.augmentations_added == 4
     with ws.manifest.session() as db:
         pairs = sorted(db.execute("SELECT source_id, prompt FROM augmentations").fetchall())
@@ -238,9 +241,10 @@ def test_all_prompts_makes_one_per_enabled_prompt(tmp_path, ws, tiny_generator):
 
 def test_bad_run_arguments(tmp_path, ws, tiny_generator):
     train = write_train(tmp_path / "train", classes=("x",), per_class=1)
-    for kwargs in ({"per_image": 0}, {"batch_size": 0}, {"lam": 1.5}, {"seed": -1}):
+    for options in (lambda: AugmentOptions(per_image=0), lambda: AugmentOptions(batch_size=0),
+                    lambda: AugmentOptions(mix=MixOptions(lam=1.5)), lambda: AugmentOptions(seed=-1)):
         with pytest.raises(BadArgumentError):
-            run_augment(ws, train, fractals=FRACTALS, generator=tiny_generator, **kwargs)
+            run_augment(ws, train, options(), fractals=FRACTALS, generator=tiny_generator)
     (tmp_path / "empty" / "c").mkdir(parents=True)
     with pytest.raises(BadArgumentError, match="no image files"):
         run_augment(ws, tmp_path / "empty", fractals=FRACTALS, generator=tiny_generator)
@@ -462,8 +466,8 @@ def test_pipeline_and_one_thread_give_the_same_manifest_and_bytes(tmp_path, tiny
 
     def run(name, threads):
         w = Workspace(tmp_path / name)
-        summary = run_augment(w, train, per_image=2, fractals=FRACTALS, generator=tiny_generator, batch_size=2,
-                              seed=3, threads=threads)
+        summary = run_augment(w, train, AugmentOptions(per_image=2, batch_size=2, seed=3, threads=threads),
+                              fractals=FRACTALS, generator=tiny_generator)
         with w.manifest.session() as db:
             tables = {t: [tuple(r) for r in db.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()]
                       for t in ("sources", "generations", "augmentations")}
@@ -491,7 +495,7 @@ def test_the_run_leaves_a_preview_of_every_augmentation_and_a_lost_one_is_remade
     from diffusemix_core.workspace.thumbnails import THUMB_SIDE, row_key, thumbnail_png
 
     train = write_train(tmp_path / "train", per_class=2)
-    run_augment(ws, train, per_image=2, fractals=FRACTALS, generator=tiny_generator)
+    run_augment(ws, train, AugmentOptions(per_image=2), fractals=FRACTALS, generator=tiny_generator)
     rows = ws.manifest.list_augmentations()
     assert len(rows) == 8
     for row in rows:

@@ -49,8 +49,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from .runner import _timed_iter
-from .stages import Batch, Compose, Generate, Planner, load_source
+from .options import AugmentOptions, MixOptions
+from .plan import Planner
+from .stages import Batch, Compose, Generate, load_source
+from .timing import timed_iter
 from ..checks import check_int
 from ..errors import BadArgumentError, DiffuseMixError
 
@@ -67,7 +69,7 @@ if TYPE_CHECKING:
     from ..engine.diffusemix import Mixer
     from ..engine.generation import GenerationSettings
 
-__all__ = ["INSTALL_HINT", "RayEngine", "RayUnavailableError", "require_ray"]
+__all__ = ["INSTALL_HINT", "RayRunner", "RayUnavailableError", "require_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +95,9 @@ def require_ray():
 
 
 # ------------------------------------------------------------------------------------------------ the engine
-class RayEngine:
-    """Where and how a bulk run executes on Ray: the cluster's address and the generate actors' resources.
+class RayRunner:
+    """Where and how a bulk run executes on Ray: the cluster's address and the generate actors' resources, from the
+    run's options (``options.AugmentOptions``: ``ray_address``, ``workers``, ``gpus_per_worker``, ``cpus_per_worker``).
 
     ``address`` is passed to ``ray.init`` when this process is not connected yet: None (a ``RAY_ADDRESS``, a cluster
     started with ``ray start`` on this machine, or else a new local instance), ``"auto"`` or ``"HOST:PORT"``; this
@@ -105,9 +108,10 @@ class RayEngine:
     is pickled to the workers.
     """
 
-    def __init__(self, *, address: str | None = None, workers: int | None = None,
-                 gpus_per_worker: float | None = None, cpus_per_worker: float | None = None,
-                 generator_factory: Callable[[], Any] | None = None, max_in_flight: int | None = None) -> None:
+    def __init__(self, options: AugmentOptions, *, generator_factory: Callable[[], Any] | None = None,
+                 max_in_flight: int | None = None) -> None:
+        address, workers = options.ray_address, options.workers
+        gpus_per_worker, cpus_per_worker = options.gpus_per_worker, options.cpus_per_worker
         if workers is not None:
             workers = check_int("workers", workers, minimum=1)
         gpus_per_worker = _check_resource("gpus_per_worker", gpus_per_worker, allow_zero=True)
@@ -139,13 +143,13 @@ class RayEngine:
                 "gpus_per_worker": self.gpus_per_worker, "cpus_per_worker": self.cpus_per_worker}
 
     @contextlib.contextmanager
-    def stages(self, mixer: Mixer, settings: GenerationSettings, *, batch_size: int, score=None
-               ) -> Iterator[Callable[..., Iterator[Batch]]]:
-        """A function ``(planner, files, cancel, clock) -> batches`` like ``bulk._stages``; all stops on exit.
+    def stages(self, mixer: Mixer, options: AugmentOptions, *, score=None) -> Iterator[Callable[..., Iterator[Batch]]]:
+        """A function ``(planner, files, cancel, clock) -> batches`` like ``runner._stages``; all stops on exit.
 
-        `score` (a ``scores.Score``) adds the scores stage after compose, as CPU actors of the cluster.
+        `options` are the run's, resolved (its generator's settings, a whole batch size); `score` (a
+        ``score_stage.Score``) adds the scores stage after compose, on the cluster's CPUs.
         """
-        run = _RayRun(self, mixer, settings, batch_size=batch_size, score=score)
+        run = _RayRun(self, mixer, options, score=score)
         try:
             yield run.batches
         finally:
@@ -219,14 +223,14 @@ def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
 class _RayRun:
     """One bulk run's Ray side: the feed queue, the dataset, and the threads that feed it and drain it."""
 
-    def __init__(self, engine: RayEngine, mixer: Mixer, settings: GenerationSettings, *, batch_size: int,
-                 score=None) -> None:
-        self.engine, self.mixer, self.settings, self.batch_size = engine, mixer, settings, batch_size
+    def __init__(self, engine: RayRunner, mixer: Mixer, options: AugmentOptions, *, score=None) -> None:
+        self.engine, self.mixer, self.options = engine, mixer, options
+        self.settings, self.batch_size = options.settings, options.batch_size
         # the scorer runs in the compose tasks, on the CPU: the GPUs belong to the generate workers, CLIP-B/32
         # costs under 0.1% of a generation's FLOPs (bench/score.py), and a separate actor pool would hold CPUs the
         # load and compose tasks need (it deadlocked a 2-CPU cluster)
         self.score_settings = None if score is None else {**score.settings(), "device": "cpu", "dtype": "float32"}
-        self.settings_key = settings.cache_key()
+        self.settings_key = self.settings.cache_key()
         self._results: queue.Queue = queue.Queue()  # ("batch", Batch) | ("fed", n) | ("done", None) | ("error", e)
         self._slots = threading.BoundedSemaphore(engine.max_in_flight)
         self._stop = threading.Event()
@@ -271,7 +275,7 @@ class _RayRun:
         """Plan the batches and hand them on: to the cluster, or straight back when no worker has work in them."""
         count = 0
         try:
-            for batch in _timed_iter(clock, "plan", planner.batches(files, self.batch_size, cancel)):
+            for batch in timed_iter(clock, "plan", planner.batches(files, self.batch_size, cancel)):
                 if not self._take_slot(cancel):
                     break  # cancelled (or closing): this planned batch is not started
                 if any(source.error is None for source in batch.sources):
@@ -363,7 +367,7 @@ class _RayRun:
                                    "generator_factory": engine.generator_factory},
             compute=ray_data.ActorPoolStrategy(size=engine.workers),
             num_cpus=engine.cpus_per_worker, num_gpus=engine.gpus_per_worker or None)
-        dataset = dataset.map_batches(_compose_table, fn_kwargs={"spec": _MixerSpec.of(self.mixer),
+        dataset = dataset.map_batches(_compose_table, fn_kwargs={"spec": _MixerSpec.of(self.mixer, self.options.mix),
                                                                  "settings": self.settings,
                                                                  "score_settings": self.score_settings},
                                       batch_size=1, batch_format="pyarrow", num_cpus=1)
@@ -472,20 +476,18 @@ class _GenerateActor:
 # ------------------------------------------------------------------------------------------------ 4. compose
 @dataclass(frozen=True)
 class _MixerSpec:
-    """What a worker needs to rebuild the driver's :class:`Mixer` for composing: the prompt library, λ, feather,
-    mask kinds, and every fractal of the library as image file bytes (workers need no access to the driver's disk).
+    """What a worker needs to rebuild the driver's :class:`Mixer` for composing: the prompt library, the run's mix
+    options, and every fractal of the library as image file bytes (workers need no access to the driver's disk).
     """
 
     prompts: Any
-    masks: tuple[str, ...]
-    lam: float
-    feather: int
+    mix: MixOptions
     fractal_origin: str
     fractals: tuple[tuple[str, bytes], ...]  # (id, file bytes), in the library's order
     digest: str
 
     @classmethod
-    def of(cls, mixer: Mixer) -> _MixerSpec:
+    def of(cls, mixer: Mixer, mix: MixOptions) -> _MixerSpec:
         from ..engine.images import encode_png
 
         library = mixer.fractals
@@ -498,20 +500,18 @@ class _MixerSpec:
             else:  # an in-memory library: its pixels as PNG
                 data = encode_png(library.get(fractal_id))
             fractals.append((fractal_id, data))
-        digest = hashlib.sha256(pickle.dumps(
-            (mixer.prompts, mixer.masks, mixer.lam, mixer.feather, library.origin, fractals), protocol=4)).hexdigest()
-        return cls(prompts=mixer.prompts, masks=tuple(mixer.masks), lam=mixer.lam, feather=mixer.feather,
-                   fractal_origin=library.origin, fractals=tuple(fractals), digest=digest)
+        digest = hashlib.sha256(pickle.dumps((mixer.prompts, mix, library.origin, fractals), protocol=4)).hexdigest()
+        return cls(prompts=mixer.prompts, mix=mix, fractal_origin=library.origin, fractals=tuple(fractals),
+                   digest=digest)
 
     def mixer(self) -> Mixer:
         """The mixer, with the fractals as files in this machine's temp folder (decoded on use, as from a folder)."""
-        from ..engine.diffusemix import Mixer
         from ..engine.fractals import FractalLibrary
 
         folder = _unpacked_fractals(self)
         library = FractalLibrary({fractal_id: folder / fractal_id for fractal_id, _ in self.fractals},
                                  origin=self.fractal_origin)
-        return Mixer(prompts=self.prompts, fractals=library, masks=self.masks, lam=self.lam, feather=self.feather)
+        return self.mix.mixer(self.prompts, library)
 
 
 def _unpacked_fractals(spec: _MixerSpec) -> Path:
@@ -563,7 +563,7 @@ def _worker_score(settings: dict):
     key = json.dumps(settings, sort_keys=True, default=str)
     score = _WORKER_SCORE.get(key)
     if score is None:
-        from ..curation.scores import Score
+        from .score_stage import Score
 
         _WORKER_SCORE.clear()  # a worker serves one run at a time
         kwargs = dict(settings)

@@ -1,26 +1,30 @@
 """The bulk run: augment every image of ``train/<class>/<image>`` into a workspace, as a pipeline of stages.
 
-    plan → load → generate → compose → commit
+    plan → load → generate → compose (→ score) → commit
 
-* **plan** (one thread; the manifest's reader): walk the files in sorted order, read and hash each file, ask the
-  manifest which of its slots (``slot:0``…``slot:m-1``, or ``prompt:<p>``) are missing, draw each missing slot's
-  :class:`Choice` from an rng seeded by (run seed, file sha256, slot), and look up Î already generated with the
-  same cache key. A finished image is skipped without being decoded.
+* **plan** (one thread; the manifest's reader; ``plan.py``): walk the files in sorted order, read and hash each
+  file, ask the manifest which of its slots (``slot:0``…``slot:m-1``, or ``prompt:<p>``) are missing, draw each
+  missing slot's :class:`Choice` from an rng seeded by (run seed, file sha256, slot), and look up Î already
+  generated with the same cache key. A finished image is skipped without being decoded; the slots are planned as a
+  stream (a huge ``per_image`` is never listed in memory) and a count whose manifest cannot fit on the disk is
+  refused before anything starts.
 * **load** (CPU, parallel): decode and validate the bytes (a bad file becomes a failed source with its reason),
   hash the pixels, decode cached Î.
 * **generate** (the model, batched): Î for every slot that has none, each distinct prompt encoded once and each
-  image VAE-encoded once (``generation.py``); a degenerate output is retried, then the slot is left for next run.
+  image VAE-encoded once (``engine/generation.py``); a degenerate output is retried, then the slot is left for the
+  next run.
 * **compose** (CPU, parallel): the record of each slot (mix, drift: ``engine.Mixer.compose``) and the PNG bytes
-  of what the store keeps (I, Î, fractal images; A and the fitted F are derived: see ``store.py``).
-* **score** (optional, ``scorer=``; ``scores.Score``): label consistency (CLIP) and quality flags of Î and A; the
-  rows go in with the batch's.
+  of what the store keeps (I, Î, fractal images; A and the fitted F are derived: see ``workspace/store.py``).
+* **score** (optional, ``options.scorer``; ``score_stage.py``): label consistency (CLIP) and quality flags of Î
+  and A; the rows go in with the batch's.
 * **commit** (the caller's thread, the only writer): journal the files, write them, insert every row of the batch
   in ONE transaction. A killed run leaves no half-written file and no duplicate; rerunning finishes the job.
 
 The stages are plain functions over small dataclasses with no hidden global state: :func:`run_augment` runs them
-concurrently in threads with bounded queues (``threaded_stages.py``: while the model generates batch k, batch k+1
-is decoded and batch k−1 is composed and committed), or one after another with ``threads=1`` (same results, byte
-for byte); the Ray engine runs the very same functions as Ray Data operators.
+concurrently in threads with bounded queues (``threads.py``: while the model generates batch k, batch k+1 is
+decoded and batch k−1 is composed and committed), or one after another with ``options.threads=1`` (same results,
+byte for byte); the Ray runner (``ray_runner.py``) runs the very same functions as Ray Data operators. Every
+option of a run is one :class:`~.options.AugmentOptions` value.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,20 +41,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from .stages import Batch, Commit, Compose, Generate, Planner, RunSummary, job_keys, load_source
-from ..checks import check_int
-from .cpu_share import CpuShare
-from ..engine.diffusemix import Mixer, check_seed
-from ..errors import BadArgumentError
 from ..engine.images import IGNORED_DIRS, IMAGE_EXTENSIONS
+from ..errors import BadArgumentError
 from ..workspace.manifest import now, write
-from ..engine.mixing import check_lam
-from ..curation.scores import Score, score_stage
+from .cpu_share import CpuShare
+from .options import AUTO_BATCH, MIX_FIELDS, AugmentOptions, MixOptions
+from .plan import Jobs, Planner, check_manifest_fits, count_missing
+from .score_stage import Score, score_stage
+from .stages import Batch, Commit, Compose, Generate, RunSummary, load_source
 from .threads import run_stages
+from .timing import timed, timed_iter
 
 if TYPE_CHECKING:
+    from ..engine.diffusemix import Mixer
     from ..engine.fractals import FractalLibrary
-    from ..engine.generation import GenerationSettings
     from ..engine.pix2pix import Pix2PixGenerator
     from ..engine.prompts import PromptLibrary
     from ..workspace.folder import Workspace
@@ -73,14 +78,18 @@ def check_train_dir(train_dir: str | Path) -> Path:
     return root
 
 
-def scan_train_dir(train_dir: str | Path) -> list[tuple[str, str]]:
+def scan_train_dir(train_dir: str | Path, skipped: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """(relative posix path, label) of every image file under ``train_dir/<class>/``, sorted.
 
     The label is the class folder's name exactly as on disk. Hidden files and folders, ``__MACOSX`` and files
-    whose extension is not an image extension are ignored; class folders are walked recursively.
+    whose extension is not an image extension are ignored; class folders are walked recursively (links to folders
+    are not followed). A name with an image extension that is not a regular file (a FIFO, a socket, a device, a
+    broken link) is skipped, since reading it could block forever: ``(path, reason)`` is appended to `skipped`
+    and a warning is logged.
     """
     root = check_train_dir(train_dir)
     found: list[tuple[str, str]] = []
+    odd: list[tuple[str, str]] = []
     stray = 0
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.name.startswith(".") or entry.name in IGNORED_DIRS:
@@ -88,16 +97,50 @@ def scan_train_dir(train_dir: str | Path) -> list[tuple[str, str]]:
         if not entry.is_dir():
             stray += entry.is_file()
             continue
-        for dirpath, dirnames, filenames in os.walk(entry.path):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in IGNORED_DIRS)
-            for name in sorted(filenames):
-                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                    continue
-                found.append((Path(dirpath, name).relative_to(root).as_posix(), entry.name))
+        for file in _files_under(entry.path):
+            rel = Path(file.path).relative_to(root).as_posix()
+            if file.is_file():
+                found.append((rel, entry.name))
+            else:
+                odd.append((rel, f"not a regular file ({_kind(file)}): skipped"))
     if stray:
         log.warning("ignored %d file(s) directly in %s: images must be in class folders", stray, root)
+    if odd:
+        log.warning("skipped %d entr%s that are not regular files, such as '%s' (%s)", len(odd),
+                    "y" if len(odd) == 1 else "ies", *odd[0])
+        if skipped is not None:
+            skipped.extend(sorted(odd))
     found.sort()
     return found
+
+
+def _files_under(folder: str) -> Iterator[os.DirEntry]:
+    """Every entry with an image extension under `folder` that is not a folder (hidden ones left out)."""
+    with os.scandir(folder) as entries:
+        listed = sorted(entries, key=lambda e: e.name)
+    for entry in listed:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name not in IGNORED_DIRS:
+                yield from _files_under(entry.path)
+        elif entry.is_symlink() and entry.is_dir():
+            continue  # a link to a folder is not walked
+        elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+            yield entry
+
+
+def _kind(entry: os.DirEntry) -> str:
+    """What a non-regular entry is, in words."""
+    try:
+        mode = os.stat(entry.path).st_mode
+    except OSError:
+        return "a broken link"
+    for test, words in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                        (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return words
+    return "not a file"
 
 
 @dataclass
@@ -133,58 +176,47 @@ def _duration(seconds: float) -> str:
 def run_augment(
     workspace: Workspace,
     train_dir: str | Path,
+    options: AugmentOptions | None = None,
     *,
-    per_image: int = 1,
     prompts: PromptLibrary | None = None,
     fractals: FractalLibrary | None = None,
-    lam: float = 0.2,
-    settings: GenerationSettings | None = None,
-    batch_size: int | str = 4,
-    seed: int = 0,
-    all_prompts: bool = False,
     generator: Pix2PixGenerator | None = None,
+    generator_factory: Callable[[], Pix2PixGenerator] | None = None,
     progress: Callable[[RunProgress], None] | None = None,
     cancel: threading.Event | None = None,
-    feather: int = 0,
-    threads: int | None = None,
     on_wait: Callable[[str], None] | None = None,
-    engine: str = "local",
-    ray_address: str | None = None,
-    workers: int | None = None,
-    gpus_per_worker: float | None = None,
-    cpus_per_worker: float | None = None,
-    generator_factory: Callable[[], Pix2PixGenerator] | None = None,
-    scorer: str | Score | None = None,
-    class_map: str | Path | None = None,
 ) -> RunSummary:
-    """Augment every image of ``train_dir/<class>/`` `per_image` times into `workspace`, resuming what exists.
+    """Augment every image of ``train_dir/<class>/`` into `workspace` as `options` say, resuming what exists.
+
+    `options` (:class:`~.options.AugmentOptions`; default: its defaults) holds every setting of the run: the
+    generation settings, the mix options, how many augmentations per image, the seed, the batch size, the scorer
+    and where the stages run. `prompts` (default: the workspace's library) and `fractals` (default: the shipped
+    set) are the libraries drawn from; `generator` (tests, the app) is a generator already built, whose settings
+    then replace ``options.settings``.
 
     ``progress(RunProgress)`` is called after every committed batch; ``cancel.is_set()`` stops cleanly: no new
     batch is started, what the model has made is committed. Bad images are recorded as failed sources and the run
-    goes on. ``threads=1`` runs the stages one after another in this thread (same results byte for byte);
-    otherwise they run concurrently. The workspace is locked for the run (a second run waits, ``on_wait`` is told
-    who holds it) and its manifest is backed up first. Raises BadArgumentError for bad arguments.
+    goes on; entries that are not regular files are skipped (``RunSummary.ignored``). ``options.threads=1`` runs the
+    stages one after another in this thread (same results byte for byte); otherwise they run concurrently. The
+    workspace is locked for the run (a second run waits, ``on_wait`` is told who holds it) and its manifest is
+    backed up first. Raises BadArgumentError for bad arguments, and before anything starts for a count of
+    augmentations whose manifest could not fit on the workspace's disk.
 
-    ``engine="ray"`` runs the same stages on a Ray cluster (``bulk_ray.py``, docs/cluster.md): ``ray_address``
-    (None: ``ray.init``'s default; ``"auto"``; ``"HOST:PORT"``; from a node of the cluster), ``workers`` actors with
-    ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs each. Each worker builds its generator from `settings`
-    (``generator_factory``, a test and benchmark hook, builds it instead; `generator` must then be None).
+    ``options.runner="ray"`` runs the same stages on a Ray cluster (``ray_runner.py``, docs/cluster.md); each worker
+    builds its generator from ``options.settings`` (``generator_factory``, a test and benchmark hook, builds it
+    instead; `generator` must then be None).
 
-    ``scorer`` (``auto``, a CLIP model id or folder, or a ``scores.Score``; None or ``none``: no scores) adds the
-    scores stage after compose: label consistency and quality flags of every Î and A (``scores.score_stage``;
-    ``class_map``: a class-name mapping file, remembered in the workspace).
+    ``options.scorer`` (``auto``, a CLIP model id or folder, or a ``score_stage.Score``; None or ``none``: no scores)
+    adds the scores stage after compose: label consistency and quality flags of every Î and A
+    (``score_stage.score_stage``; ``options.class_map``: a class-name mapping file, remembered in the workspace).
     """
-    from ..engine.generation import GenerationSettings
     from ..engine.pix2pix import Pix2PixGenerator
 
-    per_image = check_int("per_image", per_image, minimum=1)
-    auto_batch = batch_size == "auto"
-    if auto_batch and engine == "ray":
-        raise BadArgumentError("--batch-size auto measures this machine's GPU; with --engine ray give a number "
-                               "that fits the workers' GPUs (e.g. what a local run with auto chose).")
-    batch_size = 1 if auto_batch else check_int("batch_size", batch_size, minimum=1)
-    lam, seed = check_lam(lam), check_seed(seed)
-    files = scan_train_dir(train_dir)
+    options = AugmentOptions() if options is None else options
+    if not isinstance(options, AugmentOptions):
+        raise BadArgumentError(f"options must be an AugmentOptions, got {type(options).__name__}.")
+    ignored: list[tuple[str, str]] = []
+    files = scan_train_dir(train_dir, ignored)
     if not files:
         raise BadArgumentError(
             f"no image files found in '{train_dir}'; the layout is DIR/<class>/<image> with extensions such as "
@@ -192,35 +224,32 @@ def run_augment(
         )
     library = prompts if prompts is not None else workspace.manifest.get_prompt_library()
     library.validate()
-    mixer = Mixer(prompts=library, fractals=fractals, lam=lam, feather=feather, seed=seed)
-    ray_engine = None
-    if engine == "ray":
-        from .ray_runner import RayEngine
+    mixer = options.mix.mixer(library, fractals, seed=options.seed)
+    jobs = Jobs(options.per_image, tuple(library.enabled()) if options.all_prompts else None)
+    check_manifest_fits(workspace.manifest, count_missing(workspace.manifest, files, jobs), workspace.path)
+    ray = None
+    if options.runner == "ray":
+        from .ray_runner import RayRunner
 
         if generator is not None:
-            raise BadArgumentError("engine='ray' builds one generator per worker: pass settings= (not generator=).")
-        ray_engine = RayEngine(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
-                               cpus_per_worker=cpus_per_worker, generator_factory=generator_factory)
+            raise BadArgumentError("the Ray runner builds one generator per worker: pass options.settings, not "
+                                   "generator=.")
+        ray = RayRunner(options, generator_factory=generator_factory)
         generator = generator_factory() if generator_factory is not None else None  # its settings; never loaded here
-    elif engine != "local":
-        raise BadArgumentError(f"engine must be 'local' or 'ray', got {engine!r}.")
     if generator is None:
-        generator = Pix2PixGenerator(settings or GenerationSettings())
-    if auto_batch:
+        generator = Pix2PixGenerator(options.settings)
+    batch_size = options.batch_size
+    if batch_size == AUTO_BATCH:
         batch_size = generator.auto_batch_size()  # loads the model; measured once per GPU, model, dtype and size
         log.info("batch size %d (auto)", batch_size)
-    settings_key = generator.settings.cache_key()
-    jobs = job_keys(per_image, library.enabled() if all_prompts else None)
-    score = score_stage(workspace, scorer, labels=sorted({label for _, label in files}), class_map=class_map,
-                        generator_model=generator.settings.model, device=generator.settings.device,
-                        load=ray_engine is None)  # on Ray the scorer loads in its actors, not in this driver
-    args = {"per_image": per_image, "all_prompts": all_prompts, "seed": seed, "lam": lam, "feather": feather,
-            "batch_size": batch_size, "settings": settings_key, "prompts": library.to_dict(),
-            "fractals": getattr(mixer.fractals, "origin", "")}
-    if ray_engine is not None:  # the cluster runs the stages; this process plans and commits (no CPU share)
-        args["engine"] = ray_engine.describe()
-        cpu_share = contextlib.nullcontext()
-        ray_stages = ray_engine.stages(mixer, generator.settings, batch_size=batch_size, score=score)
+    options = options.resolved(generator.settings, batch_size)
+    score = score_stage(workspace, options.scorer, labels=sorted({label for _, label in files}),
+                        class_map=options.class_map, generator_model=options.settings.model,
+                        device=options.settings.device, load=ray is None)  # on Ray it loads in the workers
+    args = {**options.record(), "prompts": library.to_dict(), "fractals": getattr(mixer.fractals, "origin", "")}
+    if ray is not None:  # the cluster runs the stages; this process plans and commits (no CPU share)
+        args["engine"] = ray.describe()  # the key earlier runs recorded (the --engine flag's name)
+        cpu_share, ray_stages = contextlib.nullcontext(), ray.stages(mixer, options, score=score)
     else:
         cpu_share, ray_stages = _cpu_share(generator), contextlib.nullcontext()
     with workspace.run_lock(f"augment of {Path(train_dir).name}", on_wait=on_wait), cpu_share as share, \
@@ -228,9 +257,8 @@ def run_augment(
         workspace.manifest.set_prompt_library(library)  # records the library in use
         workspace.gc()  # files of a killed run that never got their rows
         workspace.backup("augment")
-        return _run(workspace, Path(train_dir), files, mixer, generator, jobs, args, seed=seed,
-                    batch_size=batch_size, progress=progress, cancel=cancel, threads=threads, share=share,
-                    stages=stages, score=score)
+        return _run(workspace, Path(train_dir), files, jobs, options, args, mixer, generator, ignored=ignored,
+                    progress=progress, cancel=cancel, share=share, stages=stages, score=score)
 
 
 @contextlib.contextmanager
@@ -246,14 +274,14 @@ def _cpu_share(generator) -> Iterator[CpuShare | None]:
         yield share
 
 
-def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, jobs, args: dict, *, seed: int,
-         batch_size: int, progress, cancel, threads: int | None, share: CpuShare | None,
-         stages=None, score: Score | None = None) -> RunSummary:
+def _run(workspace: Workspace, train_dir: Path, files, jobs: Jobs, options: AugmentOptions, args: dict,
+         mixer: Mixer, generator, *, ignored, progress, cancel, share: CpuShare | None, stages=None,
+         score: Score | None = None) -> RunSummary:
     started = time.perf_counter()
-    summary = RunSummary(run_id=0, images_total=len(files), scorer=score and score.model)
-    planner = Planner(workspace.manifest, workspace.store, train_dir, mixer, jobs, seed=seed,
+    summary = RunSummary(run_id=0, images_total=len(files), scorer=score and score.model, ignored=list(ignored))
+    planner = Planner(workspace.manifest, workspace.store, train_dir, mixer, jobs, seed=options.seed,
                       settings_key=args["settings"])
-    summary.augmentations_planned = planner.missing_estimate(files)
+    summary.augmentations_planned = count_missing(workspace.manifest, files, jobs)
     db = workspace.manifest.connect()  # the writer's connection for the whole run
     try:
         with write(db):
@@ -262,7 +290,7 @@ def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, 
                  "images_total": len(files)}).last_pk
         summary.settings_changed = _settings_changed(db, summary.run_id, args)
         commit = Commit(workspace, db, run_id=summary.run_id, summary=summary)
-        generate = Generate(generator, batch_size=batch_size)
+        generate = Generate(generator, batch_size=options.batch_size)
         if share is not None:  # re-applied before each model step, in the model's thread (torch's count is per thread)
             generate = share.bind(generate)
         compose = Compose(mixer, generator.settings)
@@ -270,17 +298,18 @@ def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, 
         if progress is not None:
             progress(RunProgress(0, summary.augmentations_planned, 0.0))
         clock = summary.stage_cpu_seconds
-        commit = _timed(clock, "commit", commit)
-        if stages is None:  # the local engine; the Ray engine passes its own (bulk_ray.RayEngine.stages)
-            batches = _stages(planner, files, batch_size, generate, compose, args["settings"], cancel, threads, clock,
-                              score)
+        commit = timed(clock, "commit", commit)
+        if stages is None:  # the local runner; the Ray runner passes its own (ray_runner.RayRunner.stages)
+            batches = _stages(planner, files, options.batch_size, generate, compose, args["settings"], cancel,
+                              options.threads, clock, score)
         else:
             batches = stages(planner, files, cancel, clock)
-        for batch in batches:
-            done += commit(batch)
-            if progress is not None:
-                total = max(summary.augmentations_planned, done)
-                progress(RunProgress(done, total, time.perf_counter() - started))
+        with contextlib.closing(batches):  # stops the stages here, in this thread, whatever happens
+            for batch in batches:
+                done += commit(batch)
+                if progress is not None:
+                    total = max(summary.augmentations_planned, done)
+                    progress(RunProgress(done, total, time.perf_counter() - started))
         summary.cancelled = bool(cancel is not None and cancel.is_set())
         if summary.cancelled:
             log.info("run cancelled after %d augmentation(s)", done)
@@ -301,35 +330,6 @@ def _run(workspace: Workspace, train_dir: Path, files, mixer: Mixer, generator, 
     return summary
 
 
-def _timed(clock: dict[str, float], name: str, fn: Callable) -> Callable:
-    """`fn`, adding the CPU time of the calling thread it takes to ``clock[name]`` (any thread)."""
-    lock = threading.Lock()
-
-    def timed(*args):
-        started = time.thread_time()
-        try:
-            return fn(*args)
-        finally:
-            spent = time.thread_time() - started
-            with lock:
-                clock[name] = clock.get(name, 0.0) + spent
-
-    return timed
-
-
-def _timed_iter(clock: dict[str, float], name: str, items: Iterator) -> Iterator:
-    """The items of `items`, adding the CPU time spent producing them to ``clock[name]``."""
-    while True:
-        started = time.thread_time()
-        try:
-            item = next(items)
-        except StopIteration:
-            return
-        finally:
-            clock[name] = clock.get(name, 0.0) + time.thread_time() - started
-        yield item
-
-
 def _stages(planner: Planner, files, batch_size: int, generate: Generate, compose: Compose, settings_key: dict,
             cancel: threading.Event | None, threads: int | None, clock: dict[str, float],
             score: Score | None = None) -> Iterator[Batch]:
@@ -339,11 +339,11 @@ def _stages(planner: Planner, files, batch_size: int, generate: Generate, compos
     The CPU time of each stage is added to `clock` (per-thread CPU time, so pool threads count in full).
     """
     cancelled = lambda: cancel is not None and cancel.is_set()  # noqa: E731
-    load_source_ = _timed(clock, "load", load_source)
-    compose = _timed(clock, "compose", compose)
-    generate = _timed(clock, "generate", generate)
-    scored = [] if score is None else [_timed(clock, "score", lambda b: b if b is None else score(b))]
-    batches = _timed_iter(clock, "plan", planner.batches(files, batch_size, cancel))
+    load_source_ = timed(clock, "load", load_source)
+    compose = timed(clock, "compose", compose)
+    generate = timed(clock, "generate", generate)
+    scored = [] if score is None else [timed(clock, "score", lambda b: b if b is None else score(b))]
+    batches = timed_iter(clock, "plan", planner.batches(files, batch_size, cancel))
 
     def generate_unless_cancelled(batch: Batch) -> Batch | None:
         return None if cancelled() else generate(batch)
@@ -380,12 +380,13 @@ def _stages(planner: Planner, files, batch_size: int, generate: Generate, compos
 
 
 def _settings_changed(db, run_id: int, args: dict) -> list[str]:
-    """Existing slots are never redone: say so when a run's settings differ from the previous run's."""
+    """Existing slots are never redone: say so when a run's settings differ from the previous run's (a mix option
+    an older run did not record counts as its default)."""
     previous = db.execute("SELECT args FROM runs WHERE id < ? ORDER BY id DESC LIMIT 1", [run_id]).fetchone()
     if previous is None:
         return []
-    old = json.loads(previous[0] or "{}")
-    changed = sorted(k for k in ("seed", "lam", "feather", "settings", "prompts", "fractals", "all_prompts")
+    old = {**MixOptions().record(), **json.loads(previous[0] or "{}")}
+    changed = sorted(k for k in ("seed", "settings", "prompts", "fractals", "all_prompts", *MIX_FIELDS)
                      if old.get(k) != args.get(k))
     if changed:
         log.warning(

@@ -1,38 +1,34 @@
-"""The five stages of a bulk run and the small values that travel between them.
+"""The stages of a bulk run after the plan, and the small values that travel between them.
 
-    plan → load → generate → compose → commit
+    plan (``plan.py``) → load → generate → compose (→ score, ``score_stage.py``) → commit
 
-* :class:`Planner` (**plan**; the manifest's reader): read and hash each file, find which of its slots are missing,
-  draw each missing slot's :class:`Choice` from an rng seeded by (run seed, file sha256, slot) only, and attach any Î
-  already generated with the same cache key (its bytes travel with the slot, so no shared disk is needed);
 * :func:`load_source` (**load**; CPU, any thread): decode and validate the bytes; a bad file becomes a failed source;
 * :class:`Generate` (**generate**; the model): Î for every slot without one, in one batched call;
 * :class:`Compose` (**compose**; CPU, any thread): each slot's record (mix, drift) and the PNG bytes of what the
   store keeps (I, Î, fractal images; A and the fitted F are derived: see ``store.py``);
 * :class:`Commit` (**commit**; the only writer): journal the files, write them, insert every row in ONE transaction.
 
-Values: a :class:`Source` (one file) holds its :class:`Slot` s (one augmentation each); a :class:`Batch` holds
-consecutive sources. They are plain dataclasses (picklable), and no stage keeps hidden global state, so the local
-runner (``bulk.py``) and the Ray engine run the very same functions.
+Values: a :class:`Source` (one file, or one piece of a file with many slots) holds its :class:`Slot` s (one
+augmentation each); a :class:`Batch` holds consecutive sources. They are plain dataclasses (picklable), and no stage
+keeps hidden global state, so the local runner (``runner.py``) and the Ray runner (``ray_runner.py``) run the very
+same functions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..engine.diffusemix import Choice, Mixer
 from ..errors import BadArgumentError, BadImageError, DiffuseMixError, ModelUnavailableError
 from ..engine.images import image_key, load_image
-from ..workspace.manifest import Manifest, generation_cache_key, write
-from ..curation.scores import insert_source_scores
+from ..workspace.manifest import generation_cache_key, write
+from ..curation.scores import ScoredSlot, insert_scores
 from ..workspace.store import ImageStore
 from ..workspace.thumbnails import Thumbnails, thumbnail_key, thumbnail_png
 
@@ -42,24 +38,9 @@ if TYPE_CHECKING:
     from ..engine.pix2pix import Pix2PixGenerator
     from ..workspace.folder import Workspace
 
-__all__ = ["Batch", "Commit", "Compose", "Generate", "Planner", "RunSummary", "Slot", "Source", "job_keys",
-           "load_source", "slot_rng"]
+__all__ = ["Batch", "Commit", "Compose", "Generate", "RunSummary", "Slot", "Source", "load_source"]
 
 log = logging.getLogger(__name__)
-
-
-def job_keys(per_image: int, prompts: list[str] | None) -> list[tuple[str, int | None, str | None]]:
-    """(job_key, slot, fixed prompt) for every augmentation an image should have."""
-    if prompts is not None:
-        return [(f"prompt:{p}", None, p) for p in prompts]
-    return [(f"slot:{i}", i, None) for i in range(per_image)]
-
-
-def slot_rng(seed: int, file_sha256: str, job_key: str) -> np.random.Generator:
-    """The rng of one augmentation slot: depends on nothing but the run seed, the file and the slot."""
-    digest = hashlib.sha256(f"{file_sha256}\0{job_key}".encode("utf-8")).digest()
-    words = np.frombuffer(digest[:16], dtype="<u4").tolist()
-    return np.random.default_rng(np.random.SeedSequence([int(seed), *words]))
 
 
 # ------------------------------------------------------------------------------------------------ the values
@@ -81,7 +62,7 @@ class Slot:
     record: AugmentationRecord | None = None  # composed
     fractal_path: str | None = None  # the fractal image in the store
     thumbnail: tuple[str, bytes] | None = None  # (key, PNG) of A's gallery preview (thumbnails.py)
-    scores: dict | None = None  # label scores and flags of Î and A (scores.Score), stored by Commit
+    scores: dict | None = None  # label scores and flags of Î and A (score_stage.Score), stored by Commit
 
 
 @dataclass
@@ -99,6 +80,7 @@ class Source:
     error: str | None = None  # cannot be read or decoded
     error_recorded: bool = False  # the manifest has this failure already
     files: dict[str, bytes] = field(default_factory=dict)  # store path -> PNG bytes to write
+    first: bool = True  # the file's first piece (plan.Planner): the one counted in the run's summary
 
 
 @dataclass
@@ -127,6 +109,7 @@ class RunSummary:
     images_skipped: int = 0
     images_failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path relative to train dir, reason)
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not regular files, never read
     augmentations_planned: int = 0
     augmentations_added: int = 0
     generations_added: int = 0
@@ -143,85 +126,6 @@ class RunSummary:
     def images_ok(self) -> int:
         return self.images_processed + self.images_skipped
 
-
-
-# ------------------------------------------------------------------------------------------------ 1. plan
-class Planner:
-    """Which slots each file still needs, with their choices and any Î already made (reads the manifest only)."""
-
-    def __init__(self, manifest: Manifest, store: ImageStore, train_dir: Path, mixer: Mixer,
-                 jobs: list[tuple[str, int | None, str | None]], *, seed: int, settings_key: dict) -> None:
-        self.manifest, self.store, self.train_dir, self.mixer = manifest, store, train_dir, mixer
-        self.jobs, self.seed, self.settings_key = jobs, seed, settings_key
-
-    def missing_estimate(self, files: Sequence[tuple[str, str]]) -> int:
-        """Slots still to make if no file changed since the last run (the progress bar's total)."""
-        done: dict[str, set[str]] = {}
-        with self.manifest.session() as db:
-            for path, job_key in db.execute(
-                    "SELECT s.path, a.job_key FROM augmentations a JOIN sources s ON s.id = a.source_id "
-                    "WHERE s.origin = 'dataset'"):
-                done.setdefault(path, set()).add(job_key)
-        wanted = {job for job, _, _ in self.jobs}
-        return sum(len(wanted - done.get(rel, set())) for rel, _ in files)
-
-    def batches(self, files: Sequence[tuple[str, str]], batch_size: int,
-                cancel: threading.Event | None = None) -> Iterator[Batch]:
-        """Batches of `batch_size` sources that need work; complete files are counted in ``Batch.skipped``."""
-        index, sources, skipped = 0, [], 0
-        with self.manifest.session() as db:
-            for rel, label in files:
-                if cancel is not None and cancel.is_set():
-                    return
-                source = self.plan_source(db, rel, label)
-                if source is None:
-                    skipped += 1
-                    continue
-                sources.append(source)
-                if len(sources) == batch_size:
-                    yield Batch(index, sources, skipped)
-                    index, sources, skipped = index + 1, [], 0
-        if sources or skipped:
-            yield Batch(index, sources, skipped)
-
-    def plan_source(self, db, rel: str, label: str) -> Source | None:
-        """The Source of one file, or None when every slot of it is in the manifest already."""
-        source = Source(rel=rel, label=label)
-        try:
-            source.data = (self.train_dir / rel).read_bytes()
-        except OSError as exc:
-            source.error, source.error_recorded = f"cannot read the file ({exc.strerror or exc})", True
-            return source
-        source.sha256 = hashlib.sha256(source.data).hexdigest()
-        row = db.execute("SELECT id, status, error, pixels_sha256 FROM sources WHERE path = ? AND sha256 = ?",
-                         [rel, source.sha256]).fetchone()
-        if row is not None and row[1] == "failed":
-            source.data, source.error, source.error_recorded = None, row[2], True
-            return source
-        existing: set[str] = set()
-        if row is not None:
-            source.source_id, source.pixels_sha256 = row[0], row[3]
-            existing = {r[0] for r in db.execute("SELECT job_key FROM augmentations WHERE source_id = ?", [row[0]])}
-        missing = [job for job in self.jobs if job[0] not in existing]
-        if not missing:
-            return None
-        for job_key, slot, fixed_prompt in missing:
-            choice = self.mixer.sample(slot_rng(self.seed, source.sha256, job_key), 1, prompt=fixed_prompt)[0]
-            source.slots.append(Slot(job_key=job_key, slot=slot, choice=choice,
-                                     prompt_text=self.mixer.prompts.render(choice.prompt)))
-        if source.pixels_sha256 is not None:
-            self._find_cached(db, source)
-        return source
-
-    def _find_cached(self, db, source: Source) -> None:
-        """Attach the Î already in the workspace (same cache key) to the slots, with their bytes."""
-        for slot in source.slots:
-            slot.cache_key = generation_cache_key(source.pixels_sha256, slot.prompt_text, self.settings_key,
-                                                  slot.choice.seed)
-            row = db.execute("SELECT id, path, seed FROM generations WHERE cache_key = ?", [slot.cache_key]).fetchone()
-            if row is not None and self.store.is_relpath(row[1]) and self.store.abspath(row[1]).exists():
-                slot.generation_id, slot.generation_path, slot.used_seed = row
-                slot.generated_png = self.store.read_bytes(row[1])
 
 
 # ------------------------------------------------------------------------------------------------ 2. load
@@ -387,7 +291,7 @@ class Commit:
                         db, slot.record, source_id=source.source_id, generation_id=slot.generation_id,
                         job_key=slot.job_key, slot=slot.slot, fractal_path=slot.fractal_path, run_id=self.run_id)
                     added += new
-                insert_source_scores(db, ws.store, source)  # what the scores stage found, if it ran
+                _insert_scores(db, ws.store, source)  # what the scores stage found, if it ran
             ws.manifest.unjournal(db, relpaths)
         previews = Thumbnails(ws.path)  # derived data: written after the rows, never journalled
         for source in batch.sources:
@@ -396,10 +300,11 @@ class Commit:
                     previews.put(*slot.thumbnail)
         for source in batch.sources:
             if source.error is not None:
-                summary.images_failed += 1
-                summary.failures.append((source.rel, source.error))
+                if source.first:
+                    summary.images_failed += 1
+                    summary.failures.append((source.rel, source.error))
             else:
-                summary.images_processed += 1
+                summary.images_processed += source.first
                 summary.failures.extend((source.rel, slot.error) for slot in source.slots if slot.error)
         summary.images_skipped += batch.skipped
         summary.augmentations_added += added
@@ -407,3 +312,10 @@ class Commit:
         summary.model_seconds += batch.model_seconds
         summary.load_seconds += batch.load_seconds
         return batch.slots
+
+
+def _insert_scores(db, store: ImageStore, source: Source) -> int:
+    """Store the scores the scores stage (``score_stage.Score``) put on the slots of one committed source."""
+    slots = [ScoredSlot(s.job_key, s.generation_id, s.scores, s.generated) for s in source.slots
+             if s.scores is not None and s.record is not None and s.generation_id is not None]
+    return insert_scores(db, store, source.source_id, slots)

@@ -3,7 +3,9 @@
 ``run_stages(items, [f1, f2, f3])`` gives ``f3(f2(f1(item)))`` for every item, in order, while f1 works on item
 k+2, f2 on item k+1 and f3 on item k. Each queue holds at most `depth` items, so memory stays bounded whatever the
 number of items. The first exception in any stage stops every stage and is raised in the caller's thread.
-Nothing here knows about images: the bulk run (``bulk.py``) passes its stage functions.
+The items are taken, and a generator of them is closed, in one thread of their own: a generator that holds a
+resource of the thread it runs in (a SQLite connection) is never finalised in another one.
+Nothing here knows about images: the bulk run (``runner.py``) passes its stage functions.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], *, 
                 continue
 
     def feed() -> None:
+        iterator = iter(items)
         try:
-            for item in items:
+            for item in iterator:
                 put(queues[0], item)
             put(queues[0], _DONE)
         except _Stopped:
@@ -57,6 +60,8 @@ def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], *, 
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(exc)
             stop.set()
+        finally:
+            _close(iterator)
 
     def work(index: int, fn: Callable[[Any], Any]) -> None:
         try:
@@ -93,3 +98,10 @@ def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], *, 
             thread.join()
     if errors:
         raise errors[0]
+
+
+def _close(iterator: Iterator[Any]) -> None:
+    """Close a generator now, in this thread (an iterator without ``close`` is left as it is)."""
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()

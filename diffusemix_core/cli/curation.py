@@ -57,7 +57,7 @@ def _add_score(subparsers) -> None:
 def run_score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..curation.scores import score_workspace
+    from ..curation.score_workspace import score_workspace
     from ..workspace.folder import Workspace
 
     workspace = Workspace(args.workspace, create=False)

@@ -1,6 +1,6 @@
 """Command line: ``diffusemix <command>`` or ``python -m diffusemix_core <command>``.
 
-The parser is built from the command modules (``preview.py``; ``workspace.py``: augment, status, review, check,
+The parser is built from the command modules (``preview.py``; ``augment.py``; ``workspace.py``: status, review, check,
 export; ``train.py``; ``curation.py``: score, report); :func:`main` runs one command. Errors are printed in one
 line (``failures.py``; ``--verbose`` for the traceback) and give a non-zero exit status.
 """
@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from . import curation, preview, train, workspace
+from . import augment, curation, preview, train, workspace
 from .console import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE
 from .failures import failure_message
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="log details and show tracebacks")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     preview.add_subcommand(subparsers)
+    augment.add_subcommand(subparsers)
     workspace.add_subcommands(subparsers)
     train.add_subcommand(subparsers)
     curation.add_subcommands(subparsers)

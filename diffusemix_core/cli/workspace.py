@@ -1,4 +1,4 @@
-"""Workspace commands of ``python -m diffusemix_core``: ``augment``, ``status``, ``review``, ``check``, ``export``.
+"""Workspace commands of ``python -m diffusemix_core``: ``status``, ``review``, ``check``, ``export``.
 
 Each handler takes the argparse namespace and returns an exit status; errors of the project's types propagate to
 ``cli.main``, which prints them in one line (the traceback with ``--verbose``).
@@ -9,189 +9,33 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
-from ..engine.test_models import UNTRAINED_NOTE, is_test_model
 from .args import (
-    add_library_arguments,
-    add_model_arguments,
-    add_scorer_arguments,
     add_workspace_argument,
-    fractal_library_from_args,
     id_list,
     joined_ids,
-    prompt_library_from_args,
     row_id,
-    settings_from_args,
     whole_number,
 )
 from .auto_review import add_auto_review_arguments, run_auto_review, wants_auto_review
-from .console import EXIT_ERROR, install_sigint, print_run_scores
-
-# augment's names for two shared helpers (augment is moving to cli/augment.py, which imports them by their own names)
-_workspace_argument = add_workspace_argument
-_install_sigint = install_sigint
+from .console import EXIT_ERROR
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_subcommands", "run_augment_command", "run_status", "run_review", "run_check", "run_export"]
+__all__ = ["add_subcommands", "run_status", "run_review", "run_check", "run_export"]
 
 
 _positive_int = whole_number(1)
 
 
 def add_subcommands(subparsers) -> None:
-    """Register augment, status, review, check and export on the main parser's subparsers."""
-    _add_augment(subparsers)
+    """Register status, review, check and export on the main parser's subparsers (augment: ``augment.py``)."""
     _add_status(subparsers)
     _add_review(subparsers)
     _add_check(subparsers)
     _add_export(subparsers)
-
-
-# augment ---------------------------------------------------------------------------------------------------
-def _add_augment(subparsers) -> None:
-    p = subparsers.add_parser(
-        "augment",
-        help="augment a class-per-folder training set into a workspace (resumable)",
-        description=(
-            "Make --per-image DiffuseMix augmentations of every image of TRAIN_DIR/<class>/<image> and record "
-            "them in the workspace's manifest.sqlite. Re-running the same command after a crash or Ctrl-C finishes "
-            "the job without redoing anything; a larger --per-image adds only the missing augmentations. "
-            "Unreadable images are recorded as failed and reported at the end; the exit status is 0 when at "
-            "least one image is usable."
-        ),
-        epilog="example: python -m diffusemix_core augment --train-dir data/train --workspace ws --per-image 3 "
-               "--model tiny-random --resolution 64 --steps 2",
-    )
-    p.add_argument("--train-dir", type=Path, required=True,
-                   help="training set: one folder per class (the folder name is the label), images inside; "
-                        "hidden and non-image files are ignored")
-    _workspace_argument(p, must_exist=False)
-    p.add_argument("--per-image", type=_positive_int, default=1,
-                   help="augmentations per image, each with its own prompt, mask, fractal and seed drawn from "
-                        "--seed (default 1)")
-    p.add_argument("--all-prompts", action="store_true",
-                   help="instead of --per-image, one augmentation per enabled prompt per image (as the authors' "
-                        "code does)")
-    p.add_argument("--lam", type=float, default=0.2, help="fractal blend factor λ in [0, 1] (default 0.2)")
-    p.add_argument("--feather", type=int, default=0,
-                   help="pixels of linear ramp across the mask's seam (default 0; the authors' code uses 20)")
-    p.add_argument("--batch-size", type=_batch_size, default=4,
-                   help="images per batch: decoded, generated, mixed and committed together; also the model's "
-                        "batch size (default 4); 'auto': the largest that fits in the GPU's free memory, measured "
-                        "once and cached (4 on a CPU)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="run seed: every choice is drawn from (seed, image content, slot), so the same command "
-                        "gives the same manifest (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
-    add_library_arguments(p)
-    add_model_arguments(p)
-    _add_engine_arguments(p)
-    add_scorer_arguments(p)
-    p.set_defaults(func=run_augment_command)
-
-
-def _batch_size(text: str) -> int | str:
-    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
-
-
-def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where the stages run: in this process (local) or on a Ray cluster (docs/cluster.md)."""
-    g = parser.add_argument_group("engine")
-    g.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local (default): every stage in this process; ray: load, generate and compose on a Ray "
-                        "cluster, planning and the manifest here (needs `pip install -r requirements-ray.txt`)")
-    g.add_argument("--address", default=None,
-                   help="with --engine ray: the cluster this machine is a node of, auto or HOST:PORT (default: "
-                        "RAY_ADDRESS, a cluster started here with `ray start`, else a new local one)")
-    g.add_argument("--workers", type=_positive_int, default=None,
-                   help="with --engine ray: generate workers, one model each (default: as many as the cluster's "
-                        "GPUs allow, else 1)")
-    g.add_argument("--gpus-per-worker", type=_non_negative_float, default=None,
-                   help="with --engine ray: GPUs per worker; a fraction shares a GPU (default 1 when the cluster has "
-                        "GPUs, else 0)")
-    g.add_argument("--cpus-per-worker", type=_non_negative_float, default=None,
-                   help="with --engine ray: CPUs reserved per worker (default 1)")
-
-
-def run_augment_command(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..bulk.runner import check_train_dir, run_augment
-    from ..workspace.folder import Workspace
-
-    check_train_dir(args.train_dir)  # before anything is created
-    if args.engine == "ray":
-        from ..bulk.ray_runner import require_ray
-
-        require_ray()  # a missing ray is told before anything is created
-    settings = settings_from_args(args)
-    fractals = fractal_library_from_args(args)
-    workspace = Workspace(args.workspace)
-    library = prompt_library_from_args(args, fallback=workspace.manifest.get_prompt_library())
-    bars: list = []
-
-    def progress(report) -> None:
-        if not bars:  # created on the first report, so early errors print nothing but themselves
-            bars.append(tqdm(total=report.total, unit="aug", desc="augment", disable=args.no_progress,
-                             dynamic_ncols=True))
-        bar = bars[0]
-        bar.total = report.total
-        bar.update(report.done - bar.n)
-
-    def waiting(holder: str) -> None:
-        print(f"waiting: workspace '{args.workspace}' is in use by {holder}; this run starts when it ends "
-              "(Ctrl-C to give up).", file=sys.stderr)
-
-    cancel = threading.Event()
-    previous = _install_sigint(cancel)
-    try:
-        summary = run_augment(
-            workspace, args.train_dir, per_image=args.per_image, prompts=library, fractals=fractals, lam=args.lam,
-            settings=settings, batch_size=args.batch_size, seed=args.seed, all_prompts=args.all_prompts,
-            progress=progress, cancel=cancel, feather=args.feather, on_wait=waiting, engine=args.engine,
-            ray_address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-            cpus_per_worker=args.cpus_per_worker, scorer=args.scorer, class_map=args.class_map,
-        )
-    finally:
-        for bar in bars:
-            bar.close()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    rate = summary.augmentations_added / summary.seconds if summary.seconds > 0 else 0.0
-    print(
-        f"{summary.images_total} images: {summary.images_processed} augmented now, {summary.images_skipped} already "
-        f"done, {summary.images_failed} failed; {summary.augmentations_added} augmentations added "
-        f"({summary.generations_added} generated, {summary.generations_reused} reused) in {summary.seconds:.1f} s "
-        f"({rate:.2f} augmentations/s) -> {workspace.db_path}"
-    )
-    for path, reason in summary.failures:
-        print(f"  failed: {path}: {reason}")
-    print_run_scores(summary, args)
-    if is_test_model(settings.model):
-        print(f"note: {settings.model} is an {UNTRAINED_NOTE}.")
-    if summary.cancelled:
-        print("stopped early: re-run the same command to finish the job.", file=sys.stderr)
-        return 130
-    if summary.images_ok == 0:
-        print(f"error: none of the {summary.images_total} images in '{args.train_dir}' could be read; "
-              "see the reasons above and fix or remove those files.", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
 
 
 # status ----------------------------------------------------------------------------------------------------
