@@ -115,7 +115,8 @@ def test_ray_engine_writes_the_local_engines_manifest_and_bytes(cluster, dataset
     assert snapshot(ws.path) == snapshot(local_ws)
     assert_exactly_once(ws.path, info)
     engine = json.loads(rows(ws.path, "SELECT args FROM runs")[0][0])["engine"]
-    assert engine == {"name": "ray", "address": None, "workers": 2, "gpus_per_worker": 0.0, "cpus_per_worker": 0.5}
+    assert engine == {"name": "ray", "address": None, "workers": 2, "gpus_per_worker": 0.0, "cpus_per_worker": 0.5,
+                      "stage_cpus": 1.0}
 
 
 # faults ------------------------------------------------------------------------------------------------------
