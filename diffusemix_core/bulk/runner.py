@@ -152,6 +152,7 @@ def run_augment(
     workers: int | None = None,
     gpus_per_worker: float | None = None,
     cpus_per_worker: float | None = None,
+    stall_timeout: float | None = None,
     generator_factory: Callable[[], Pix2PixGenerator] | None = None,
     scorer: str | Score | None = None,
     class_map: str | Path | None = None,
@@ -166,7 +167,8 @@ def run_augment(
 
     ``engine="ray"`` runs the same stages on a Ray cluster (``bulk_ray.py``, docs/cluster.md): ``ray_address``
     (None: ``ray.init``'s default; ``"auto"``; ``"HOST:PORT"``; from a node of the cluster), ``workers`` actors with
-    ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs each. Each worker builds its generator from `settings`
+    ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs each; ``stall_timeout`` seconds without a batch back stop
+    the run (``ray_runner.RayEngine``). Each worker builds its generator from `settings`
     (``generator_factory``, a test and benchmark hook, builds it instead; `generator` must then be None).
 
     ``scorer`` (``auto``, a CLIP model id or folder, or a ``scores.Score``; None or ``none``: no scores) adds the
@@ -198,7 +200,8 @@ def run_augment(
         if generator is not None:
             raise BadArgumentError("engine='ray' builds one generator per worker: pass settings= (not generator=).")
         ray_engine = RayEngine(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
-                               cpus_per_worker=cpus_per_worker, generator_factory=generator_factory)
+                               cpus_per_worker=cpus_per_worker, generator_factory=generator_factory,
+                               stall_timeout=stall_timeout)
         generator = generator_factory() if generator_factory is not None else None  # its settings; never loaded here
     elif engine != "local":
         raise BadArgumentError(f"engine must be 'local' or 'ray', got {engine!r}.")

@@ -141,7 +141,11 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with --engine ray: GPUs per worker; a fraction shares a GPU (default 1 when the cluster has "
                         "GPUs, else 0)")
     g.add_argument("--cpus-per-worker", type=_non_negative_float, default=None,
-                   help="with --engine ray: CPUs reserved per worker (default 1)")
+                   help="with --engine ray: CPUs reserved per worker (default 1, or the fraction that leaves the "
+                        "load and compose tasks a CPU)")
+    g.add_argument("--stall-timeout", type=_non_negative_float, default=None, metavar="SECONDS",
+                   help="with --engine ray: stop (resumably) when no batch comes back from the cluster for this long "
+                        "while some are out, saying what Ray reports as waiting and free (default 900; 0: wait forever)")
 
 
 def run_augment_command(args: argparse.Namespace) -> int:
@@ -181,7 +185,7 @@ def run_augment_command(args: argparse.Namespace) -> int:
             settings=settings, batch_size=args.batch_size, seed=args.seed, all_prompts=args.all_prompts,
             progress=progress, cancel=cancel, feather=args.feather, on_wait=waiting, engine=args.engine,
             ray_address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-            cpus_per_worker=args.cpus_per_worker, scorer=args.scorer, class_map=args.class_map,
+            cpus_per_worker=args.cpus_per_worker, stall_timeout=args.stall_timeout, scorer=args.scorer, class_map=args.class_map,
         )
     finally:
         for bar in bars:
