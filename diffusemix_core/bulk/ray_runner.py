@@ -40,7 +40,7 @@ import numpy as np
 
 from .ray_cluster import INSTALL_HINT, RayUnavailableError, cluster_shape, connect, require_ray, resource_report
 from .ray_plan import plan_resources
-from .ray_stages import END, PICKLE_PROTOCOL, MixerSpec, build_dataset, user_error
+from .ray_stages import END, PICKLE_PROTOCOL, MixerSpec, build_dataset, pipeline_report, stop_pipeline, user_error
 from .runner import _timed_iter  # (moving out of runner.py: see the options work on bulk/runner.py)
 from .stages import Batch, Planner
 from ..checks import check_int
@@ -153,6 +153,7 @@ class _RayRun:
         self._slots = threading.BoundedSemaphore(engine.max_in_flight)
         self._stop = threading.Event()
         self._feed_queue = None  # the Ray queue actor, made when the first batch needs the workers
+        self._dataset = None  # the Ray Data pipeline, started with the queue
         self._threads: list[threading.Thread] = []
         self._sent = self._returned = 0  # batches handed to the cluster, and come back from it (for the watchdog)
 
@@ -203,6 +204,8 @@ class _RayRun:
             report = resource_report(self.engine.ray)
         except Exception as exc:  # noqa: BLE001 - the report is a help; the stall is the error
             report = f"Ray's report failed: {type(exc).__name__}: {exc}"
+        pipeline = pipeline_report(self._dataset)
+        report = f"{report}; {pipeline}" if pipeline else report
         return RayStalledError(
             f"no batch came back from the Ray cluster for {seconds:.0f} s while {self._sent - self._returned} "
             f"batch(es) were being processed there ({report}); what was committed is kept: rerun the same command "
@@ -258,10 +261,11 @@ class _RayRun:
         here = self.engine.ray.get_runtime_context().get_node_id()
         self._feed_queue = Queue(maxsize=self.engine.max_in_flight, actor_options={
             "num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=True)})
-        dataset = build_dataset(self.engine.ray, self._feed_queue, self.engine.plan, settings=self.settings,
-                                batch_size=self.batch_size, spec=MixerSpec.of(self.mixer),
-                                score_settings=self.score_settings, generator_factory=self.engine.generator_factory)
-        self._start_thread(self._drain, dataset, name="ray-drain")
+        self._dataset = build_dataset(self.engine.ray, self._feed_queue, self.engine.plan, settings=self.settings,
+                                      batch_size=self.batch_size, spec=MixerSpec.of(self.mixer),
+                                      score_settings=self.score_settings,
+                                      generator_factory=self.engine.generator_factory)
+        self._start_thread(self._drain, self._dataset, name="ray-drain")
 
     def _drain(self, dataset) -> None:
         """Pass the cluster's results to the driver's thread as they come (Ray Data's streaming execution)."""
@@ -282,8 +286,13 @@ class _RayRun:
         thread.start()
 
     def close(self) -> None:
-        """Stop feeding, end the pipeline (ending the queue ends the read task, then the actors), join the threads."""
+        """Stop feeding, end the pipeline (its actors and tasks) and the queue, join the threads."""
         self._stop.set()
+        if self._dataset is not None:
+            try:
+                stop_pipeline(self._dataset)
+            except Exception:  # noqa: BLE001 - ending the queue below ends the read task, then the pipeline
+                log.debug("Ray Data's shutdown of the run's pipeline failed", exc_info=True)
         if self._feed_queue is not None:
             with contextlib.suppress(Exception):
                 self._feed_queue.shutdown(force=True)

@@ -20,6 +20,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from ..engine.diffusemix import Mixer
     from ..engine.generation import GenerationSettings
 
-__all__ = ["END", "MixerSpec", "PICKLE_PROTOCOL", "build_dataset", "user_error"]
+__all__ = ["END", "MixerSpec", "PICKLE_PROTOCOL", "build_dataset", "pipeline_report", "stop_pipeline", "user_error"]
 
 END = None  # the feed queue's end-of-run marker
 PICKLE_PROTOCOL = 4  # numpy arrays come back writable (protocol 5 in-band gives read-only ones)
@@ -80,6 +81,42 @@ def build_dataset(ray_module, feed_queue, plan: ResourcePlan, *, settings: Gener
     context.op_resource_reservation_enabled = False
     context.downstream_capacity_backpressure_ratio = None
     return dataset
+
+
+def pipeline_report(dataset) -> str:
+    """Ray Data's view of a running pipeline: the blocks queued at each operator and its tasks running ("" when not
+    running). Read from the executor's state, internal to Ray Data: best effort, for the stall watchdog's error."""
+    try:
+        parts = []
+        for op, state in _executor(dataset)._topology.items():
+            held = [what for what, flag in (("task submission", "_in_task_submission_backpressure"),
+                                            ("task output", "_in_task_output_backpressure")) if getattr(op, flag, 0)]
+            parts.append(f"{op.name} {state.total_enqueued_input_blocks()} queued {op.num_active_tasks()} running"
+                         + (f" ({' and '.join(held)} held back)" if held else ""))
+    except Exception:  # noqa: BLE001 - not started, ended, or another Ray Data
+        return ""
+    return "Ray Data: " + ", ".join(parts[1:])  # less the first operator, the driver's input
+
+
+def stop_pipeline(dataset) -> None:
+    """End the pipeline's execution now: its actors are killed and its tasks cancelled (Ray Data's own shutdown, as
+    when a dataset is garbage-collected). Without this, a run stopped while the pipeline waits would leave it holding
+    the cluster, and ending it by killing its source makes Ray Data log each task's failure as an internal error."""
+    executor = _executor(dataset)
+    if executor is not None:
+        executor.shutdown(force=True)
+
+
+def _executor(dataset):
+    """The streaming executor running `dataset` (Ray Data keeps it on the dataset only once the first row is out)."""
+    executor = getattr(dataset, "_current_executor", None)
+    if executor is None:
+        from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
+        running = dataset.get_dataset_id()
+        executor = next((thread for thread in threading.enumerate() if isinstance(thread, StreamingExecutor)
+                         and getattr(thread, "_dataset_id", None) == running), None)
+    return executor
 
 
 class _PlannedBatches(Datasource):
