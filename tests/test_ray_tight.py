@@ -174,22 +174,24 @@ def test_the_watchdog_stops_the_issues_deadlock_with_what_ray_reports_and_the_ne
     assert_exactly_n_m(ws)
 
 
-class StallsAfter:
-    """The tiny model, whose generate calls hang from the `after`-th call of the run on (a stuck GPU, a wedged
-    driver). A test-only generator: it reaches the workers through run_augment's generator_factory hook."""
+class HangsWhenTold:
+    """The tiny model, whose generate calls hang once `folder/hang` exists (a stuck GPU, a wedged driver). A
+    test-only generator: it reaches the workers through run_augment's generator_factory hook."""
 
-    def __init__(self, settings: GenerationSettings, folder: Path, after: int) -> None:
-        self.inner, self.folder, self.after = Pix2PixGenerator(settings), folder, after
+    def __init__(self, settings: GenerationSettings, folder: Path) -> None:
+        self.inner, self.folder = Pix2PixGenerator(settings), folder
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def generate(self, requests, **kwargs):
-        with open(self.folder / "calls", "a") as f:
-            f.write(f"{os.getpid()}\n")
-        if len((self.folder / "calls").read_text().split()) >= self.after:
+        if (self.folder / "hang").exists():
+            (self.folder / f"hung-{os.getpid()}").touch()
             time.sleep(3600)
         return self.inner.generate(requests, **kwargs)
+
+
+STALL = 25  # seconds: more than a first batch takes here (actors start, the model loads), with the machine loaded
 
 
 @pytest.mark.parametrize("cluster", [2], indirect=True)
@@ -200,14 +202,16 @@ def test_a_hung_worker_stops_the_run_after_the_stall_timeout_and_the_rerun_adds_
     marks = tmp_path / "marks"
     marks.mkdir()
     job = {"per_image": PER_IMAGE, "settings": SETTINGS, "engine": "ray", "workers": 2}
-    with pytest.raises(RayStalledError) as stalled:
-        run_augment(ws, photos, **job, stall_timeout=8,
-                    generator_factory=functools.partial(StallsAfter, SETTINGS, marks, after=3))
+    started = time.monotonic()
+    with pytest.raises(RayStalledError) as stalled:  # the workers hang from the first commit on
+        run_augment(ws, photos, **job, stall_timeout=STALL, progress=lambda p: p.done and (marks / "hang").touch(),
+                    generator_factory=functools.partial(HangsWhenTold, SETTINGS, marks))
+    assert list(marks.glob("hung-*")) and time.monotonic() - started < 300
     message = str(stalled.value)
     assert message.startswith("no batch came back from the Ray cluster for ") and "Ray reports " in message
     assert "free: " in message and " of 2 CPU" in message and "\n" not in message
     committed = rows(ws.path, "SELECT count(*) FROM augmentations")[0][0]
-    assert 0 < committed < N_M  # the two batches made before the hang were committed, and are kept
+    assert 0 < committed < N_M  # the batches made before the hang were committed, and are kept
     assert rows(ws.path, "SELECT finished_at IS NOT NULL FROM runs") == [(1,)]  # the run was closed properly
     wait_until_free(ray, 2)  # the hung actors were ended with the run
     rest = run_augment(ws, photos, **job)
