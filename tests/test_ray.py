@@ -1,5 +1,5 @@
-"""The Ray engine (``--engine ray``, ``bulk_ray.py``) on a local Ray: the local engine's manifest and bytes, a worker
-killed mid-run, a driver killed mid-run, cancel, a worker's error in one line, and ray as an optional dependency.
+"""The Ray engine (``--engine ray``, ``bulk/ray_runner.py``) on a local Ray: the local engine's manifest and bytes, a
+worker killed mid-run, a driver killed mid-run, cancel, a worker's error in one line, and ray as an optional dependency.
 
 One local Ray (2 CPUs, a small object store) serves the module; the two generate actors take half a CPU each, so
 load and compose tasks still have a CPU. The dataset is test_cli_workspace's messy one (awkward modes, bad files).

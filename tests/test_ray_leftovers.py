@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from diffusemix_core.bulk.ray_cluster import DRIVERS, session_processes
+from diffusemix_core.bulk.ray_cluster import DRIVERS, _start_time, end_leftover_local_rays, session_processes
 from test_cli_workspace import ROOT, TINY, assert_exactly_once, cli_env, make_dataset, rows
 from test_ray import _ray
 
@@ -83,3 +83,55 @@ def test_a_killed_drivers_private_ray_is_ended_by_the_next_run_and_a_finished_ru
         time.sleep(0.5)
     assert session_processes(started.group(1)) == []
     assert not [r for r in (Path(tempfile.gettempdir()) / DRIVERS).glob("*") if started.group(1) in r.read_text()]
+
+
+# the records, without Ray ---------------------------------------------------------------------------------------
+def _record(folder: Path, name: str, **info) -> None:
+    (folder / DRIVERS).mkdir(mode=0o700, exist_ok=True)
+    (folder / DRIVERS / name).write_text(json.dumps(info))
+
+
+def test_only_the_processes_of_a_dead_drivers_recorded_session_are_ended(tmp_path, monkeypatch):
+    """A process holding a file of a dead driver's session is ended; a live driver's session, a record naming a
+    folder that is not a Ray session (`/`, a planted record) and other processes are left alone."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / "ray" / "session_2026-12-05_09-00-00_000001_11"
+    live = tmp_path / "ray" / "session_2026-12-05_09-00-00_000002_22"
+    holders = {}
+    for session in (dead, live):
+        (session / "logs").mkdir(parents=True)
+        holders[session] = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'a'); "
+                                             "time.sleep(300)", str(session / "logs" / "agent.log")])
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(session_processes(str(s)) for s in holders):
+            time.sleep(0.1)
+        _record(tmp_path, "1", pid=2**22 + 1, started=12345, session_dir=str(dead))  # no such process
+        _record(tmp_path, "2", pid=os.getpid(), started=_start_time(os.getpid()), session_dir=str(live))
+        _record(tmp_path, "3", pid=2**22 + 2, started=1, session_dir="/")
+        _record(tmp_path, "4", pid=2**22 + 3, started=1, session_dir=str(tmp_path))
+
+        assert end_leftover_local_rays() == 1
+        assert holders[dead].wait(timeout=10) == -signal.SIGTERM
+        assert holders[live].poll() is None and bystander.poll() is None
+        assert sorted(p.name for p in (tmp_path / DRIVERS).iterdir()) == ["2", "3", "4"]  # the dead one is done
+    finally:
+        for proc in (*holders.values(), bystander):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_records_folder_others_may_write_in_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    session = tmp_path / "ray" / "session_2026-12-05_09-00-00_000003_33"
+    (session / "logs").mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'a'); time.sleep(300)",
+                               str(session / "logs" / "agent.log")])
+    try:
+        _record(tmp_path, "1", pid=2**22 + 1, started=1, session_dir=str(session))
+        (tmp_path / DRIVERS).chmod(0o777)
+        assert end_leftover_local_rays() == 0 and holder.poll() is None
+    finally:
+        holder.kill()
+        holder.wait()

@@ -67,8 +67,8 @@ def augment(photos: Path, ws: Path, address: str, *extra: str, code: str | None 
     """The issue's command against the cluster at `address` (``code``: a Python prelude instead of ``-m``;
     ``verbose``: -v, the run's log at INFO)."""
     start = ["-c", code] if code else ["-m", "diffusemix_core"]
-    return subprocess.run([sys.executable, *start, *(["-v"] if verbose else []), "augment", "--train-dir", str(photos), "--workspace", str(ws),
-                           *ISSUE_FLAGS, "--address", address, *extra],
+    return subprocess.run([sys.executable, *start, *(["-v"] if verbose else []), "augment", "--train-dir", str(photos),
+                           "--workspace", str(ws), *ISSUE_FLAGS, "--address", address, *extra],
                           env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
 
 
@@ -174,9 +174,10 @@ def test_the_watchdog_stops_the_issues_deadlock_with_what_ray_reports_and_the_ne
     assert_exactly_n_m(ws)
 
 
-class HangsWhenTold:
-    """The tiny model, whose generate calls hang once `folder/hang` exists (a stuck GPU, a wedged driver). A
-    test-only generator: it reaches the workers through run_augment's generator_factory hook."""
+class HangsAfterACommit:
+    """The tiny model, whose generate calls hang once the driver has committed a batch (it writes `folder/committed`):
+    a stuck GPU, a wedged driver. A test-only generator: it reaches the workers through run_augment's
+    generator_factory hook."""
 
     def __init__(self, settings: GenerationSettings, folder: Path) -> None:
         self.inner, self.folder = Pix2PixGenerator(settings), folder
@@ -185,13 +186,13 @@ class HangsWhenTold:
         return getattr(self.inner, name)
 
     def generate(self, requests, **kwargs):
-        if (self.folder / "hang").exists():
+        if (self.folder / "committed").exists():
             (self.folder / f"hung-{os.getpid()}").touch()
             time.sleep(3600)
         return self.inner.generate(requests, **kwargs)
 
 
-STALL = 25  # seconds: more than a first batch takes here (actors start, the model loads), with the machine loaded
+STALL = 40  # seconds: more than a first batch takes here (actors start, the model loads), with the machine loaded
 
 
 @pytest.mark.parametrize("cluster", [2], indirect=True)
@@ -201,17 +202,20 @@ def test_a_hung_worker_stops_the_run_after_the_stall_timeout_and_the_rerun_adds_
     ws = Workspace(tmp_path / "ws")
     marks = tmp_path / "marks"
     marks.mkdir()
-    job = {"per_image": PER_IMAGE, "settings": SETTINGS, "engine": "ray", "workers": 2}
+    # one photo per batch: 15 batches, of which at most 4 x 2 + 2 are out before the first commit, so the
+    # workers are sure to hang on some
+    job = {"per_image": PER_IMAGE, "settings": SETTINGS, "engine": "ray", "workers": 2, "batch_size": 1}
     started = time.monotonic()
-    with pytest.raises(RayStalledError) as stalled:  # the workers hang from the first commit on
-        run_augment(ws, photos, **job, stall_timeout=STALL, progress=lambda p: p.done and (marks / "hang").touch(),
-                    generator_factory=functools.partial(HangsWhenTold, SETTINGS, marks))
+    with pytest.raises(RayStalledError) as stalled:
+        run_augment(ws, photos, **job, stall_timeout=STALL,
+                    progress=lambda p: p.done and (marks / "committed").touch(),
+                    generator_factory=functools.partial(HangsAfterACommit, SETTINGS, marks))
     assert list(marks.glob("hung-*")) and time.monotonic() - started < 300
     message = str(stalled.value)
     assert message.startswith("no batch came back from the Ray cluster for ") and "Ray reports " in message
     assert "free: " in message and " of 2 CPU" in message and "\n" not in message
     committed = rows(ws.path, "SELECT count(*) FROM augmentations")[0][0]
-    assert 0 < committed < N_M  # the batches made before the hang were committed, and are kept
+    assert 0 < committed < N_M and committed % PER_IMAGE == 0, message  # what was made before the hang is kept
     assert rows(ws.path, "SELECT finished_at IS NOT NULL FROM runs") == [(1,)]  # the run was closed properly
     wait_until_free(ray, 2)  # the hung actors were ended with the run
     rest = run_augment(ws, photos, **job)

@@ -17,8 +17,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -174,8 +176,9 @@ def _g(value) -> str:
 # ------------------------------------------------------------------------------------------------ leftovers
 def _record_driver(ray_module, session_dir: str) -> None:
     """Remember that this process started the private Ray of `session_dir` (forgotten when it exits normally)."""
-    folder = Path(tempfile.gettempdir()) / DRIVERS
-    folder.mkdir(exist_ok=True)
+    folder = _drivers_folder(create=True)
+    if folder is None:
+        return  # a folder of that name that is not this user's alone: no record (Ray's own timeout ends the agents)
     record = folder / str(os.getpid())
     record.write_text(json.dumps({"pid": os.getpid(), "started": _start_time(os.getpid()),
                                   "session_dir": session_dir}))
@@ -191,14 +194,18 @@ def _record_driver(ray_module, session_dir: str) -> None:
 
 def end_leftover_local_rays() -> int:
     """End the processes of every private Ray whose driver is dead; the number of processes ended (logged)."""
-    folder = Path(tempfile.gettempdir()) / DRIVERS
+    folder = _drivers_folder(create=False)
     ended = 0
-    for record in sorted(folder.glob("*")) if folder.is_dir() else []:
+    for record in sorted(folder.glob("*")) if folder is not None else []:
         try:
+            if record.lstat().st_uid != os.getuid():
+                continue
             info = json.loads(record.read_text())
             pid, started, session_dir = int(info["pid"]), info["started"], str(info["session_dir"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being written, or not ours
+        if not _is_session_dir(session_dir):
+            continue
         if _start_time(pid) == started and started is not None:
             continue  # its driver is alive: its Ray is in use
         pids = session_processes(session_dir)
@@ -210,6 +217,28 @@ def end_leftover_local_rays() -> int:
         with contextlib.suppress(OSError):
             record.unlink()
     return ended
+
+
+def _drivers_folder(*, create: bool) -> Path | None:
+    """The records' folder, only if this user owns it and no one else may write in it (the temp folder is shared)."""
+    folder = Path(tempfile.gettempdir()) / DRIVERS
+    try:
+        if create:
+            folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        log.debug("ignoring %s: not a folder of this user's alone", folder)
+        return None
+    return folder
+
+
+def _is_session_dir(path: str) -> bool:
+    """A Ray session folder's path (``.../session_<date>_<time>_<pid>``): never a prefix of anything else."""
+    candidate = Path(path)
+    return candidate.is_absolute() and ".." not in candidate.parts and bool(
+        re.fullmatch(r"session_[0-9][0-9_-]*", candidate.name))
 
 
 def _start_time(pid: int) -> int | None:

@@ -79,7 +79,9 @@ class RayEngine:
     the run stops with :class:`RayStalledError` (default ``DEFAULT_STALL_TIMEOUT``; 0: wait forever).
     """
 
-    # The run's settings arrive here (engine) and in stages() (the mix and generation settings, the scorer).
+    # ---- Where the run's settings reach the Ray runner: the engine's below, the mix, generation and scorer settings
+    # in stages() (handed on to the workers as ray_stages.MixerSpec, GenerationSettings and the score settings). The
+    # bulk run's one options object is to replace these keyword arguments; nothing else here reads them.
     def __init__(self, *, address: str | None = None, workers: int | None = None,
                  gpus_per_worker: float | None = None, cpus_per_worker: float | None = None,
                  generator_factory: Callable[[], Any] | None = None, max_in_flight: int | None = None,
@@ -102,17 +104,16 @@ class RayEngine:
         for warning in self.plan.warnings:
             log.warning("%s", warning)
         log.info("Ray plan: %s", self.plan.describe())
-        self.workers = self.plan.workers
-        self.gpus_per_worker, self.cpus_per_worker = self.plan.gpus_per_worker, self.plan.cpus_per_worker
         self.generator_factory = generator_factory
-        self.max_in_flight = max_in_flight or IN_FLIGHT_PER_WORKER * self.workers + 2
+        self.max_in_flight = max_in_flight or IN_FLIGHT_PER_WORKER * self.plan.workers + 2
         self.stall_timeout = DEFAULT_STALL_TIMEOUT if stall_timeout is None else stall_timeout
 
     def describe(self) -> dict:
         """The engine's settings, for the run's record in the manifest."""
-        return {"name": "ray", "address": self.address, "workers": self.workers,
-                "gpus_per_worker": self.gpus_per_worker, "cpus_per_worker": self.cpus_per_worker,
-                "stage_cpus": self.plan.stage_cpus}
+        plan = self.plan
+        return {"name": "ray", "address": self.address, "workers": plan.workers,
+                "gpus_per_worker": plan.gpus_per_worker, "cpus_per_worker": plan.cpus_per_worker,
+                "stage_cpus": plan.stage_cpus}
 
     @contextlib.contextmanager
     def stages(self, mixer: Mixer, settings: GenerationSettings, *, batch_size: int, score=None
