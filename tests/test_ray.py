@@ -1,5 +1,5 @@
-"""The Ray engine (``--engine ray``, ``bulk_ray.py``) on a local Ray: the local engine's manifest and bytes, a worker
-killed mid-run, a driver killed mid-run, cancel, a worker's error in one line, and ray as an optional dependency.
+"""The Ray engine (``--engine ray``, ``bulk/ray_runner.py``) on a local Ray: the local engine's manifest and bytes, a
+worker killed mid-run, a driver killed mid-run, cancel, a worker's error in one line, and ray as an optional dependency.
 
 One local Ray (2 CPUs, a small object store) serves the module; the two generate actors take half a CPU each, so
 load and compose tasks still have a CPU. The dataset is test_cli_workspace's messy one (awkward modes, bad files).
@@ -118,7 +118,8 @@ def test_ray_engine_writes_the_local_engines_manifest_and_bytes(cluster, dataset
     assert snapshot(ws.path) == snapshot(local_ws)
     assert_exactly_once(ws.path, info)
     engine = json.loads(rows(ws.path, "SELECT args FROM runs")[0][0])["engine"]
-    assert engine == {"name": "ray", "address": None, "workers": 2, "gpus_per_worker": 0.0, "cpus_per_worker": 0.5}
+    assert engine == {"name": "ray", "address": None, "workers": 2, "gpus_per_worker": 0.0, "cpus_per_worker": 0.5,
+                      "stage_cpus": 1.0}
 
 
 # faults ------------------------------------------------------------------------------------------------------

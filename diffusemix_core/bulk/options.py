@@ -6,7 +6,8 @@
       per_image, all_prompts, seed     which augmentations each image gets, and what their draws depend on
       batch_size, threads              how the stages are batched and scheduled (never what they make)
       scorer, class_map                the scores stage
-      runner, ray_address, workers, gpus_per_worker, cpus_per_worker     where the stages run: here or on Ray
+      runner, ray_address, workers, gpus_per_worker, cpus_per_worker, stall_timeout
+                                       where the stages run: here or on Ray, and how long a silent cluster is waited for
 
 The command line builds it in one function (``cli/augment.options_from_args``: each flag's ``dest`` is the name of
 its field), the app from its controls. ``run_augment(workspace, train_dir, options)`` checks it, resolves what it
@@ -91,6 +92,7 @@ class AugmentOptions:
     workers: int | None = None  # with runner="ray": generate actors (None: as many as the GPUs allow, else 1)
     gpus_per_worker: float | None = None
     cpus_per_worker: float | None = None
+    stall_timeout: float | None = None  # with runner="ray": seconds with none back before the run stops (0: never)
 
     def __post_init__(self) -> None:
         if not isinstance(self.settings, GenerationSettings):

@@ -105,7 +105,11 @@ def _add_runner_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with --engine ray: GPUs per worker; a fraction shares a GPU (default 1 when the cluster has "
                         "GPUs, else 0)")
     g.add_argument("--cpus-per-worker", type=_non_negative_float, default=None,
-                   help="with --engine ray: CPUs reserved per worker (default 1)")
+                   help="with --engine ray: CPUs reserved per worker (default 1, or the fraction that leaves the "
+                        "load and compose tasks a CPU)")
+    g.add_argument("--stall-timeout", type=_non_negative_float, default=None, metavar="SECONDS",
+                   help="with --engine ray: stop (resumably) when no batch comes back from the cluster for this long "
+                        "while some are out, saying what Ray reports as waiting and free (default 900; 0: wait forever)")
 
 
 def options_from_args(args: argparse.Namespace):
