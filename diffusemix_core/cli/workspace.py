@@ -148,6 +148,7 @@ def run_augment_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..bulk.runner import check_train_dir, run_augment
+    from ..bulk.summary import describe_failures, describe_run
     from ..workspace.folder import Workspace
 
     check_train_dir(args.train_dir)  # before anything is created
@@ -188,15 +189,9 @@ def run_augment_command(args: argparse.Namespace) -> int:
             bar.close()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    rate = summary.augmentations_added / summary.seconds if summary.seconds > 0 else 0.0
-    print(
-        f"{summary.images_total} images: {summary.images_processed} augmented now, {summary.images_skipped} already "
-        f"done, {summary.images_failed} failed; {summary.augmentations_added} augmentations added "
-        f"({summary.generations_added} generated, {summary.generations_reused} reused) in {summary.seconds:.1f} s "
-        f"({rate:.2f} augmentations/s) -> {workspace.db_path}"
-    )
-    for path, reason in summary.failures:
-        print(f"  failed: {path}: {reason}")
+    print(f"{describe_run(summary)} -> {workspace.db_path}")
+    for line in describe_failures(summary):
+        print(f"  failed: {line}")
     print_run_scores(summary, args)
     if is_test_model(settings.model):
         print(f"note: {settings.model} is an {UNTRAINED_NOTE}.")
@@ -306,7 +301,7 @@ def _add_review(subparsers) -> None:
 
 
 def run_review(args: argparse.Namespace) -> int:
-    from ..workspace.decisions import history
+    from ..workspace.decisions import describe_undo, history
     from ..workspace.folder import Workspace
 
     workspace = Workspace(args.workspace, create=False)
@@ -320,15 +315,7 @@ def run_review(args: argparse.Namespace) -> int:
                   f"{', bulk' if row['bulk'] else ''}, decision #{row['batch_id']})")
         return 0
     if args.undo:
-        undone = workspace.undo_last_review(origin="cli")
-        if undone is None:
-            print("nothing to undo: no bulk decision is left to revert")
-            return 0
-        batch, decision = undone
-        kept = decision.matched - decision.changed
-        print(f"undid decision #{batch['id']} ({batch['status']} of {batch['count']} augmentation(s) by "
-              f"{batch['origin']} at {batch['created_at']}): {decision.changed} restored"
-              + (f", {kept} left as they are (decided again since)" if kept else ""))
+        print(describe_undo(workspace.undo_last_review(origin="cli")))
         return 0
     ids = None if args.ids is None else [i for group in args.ids for i in group]
     decision = workspace.review(
