@@ -16,10 +16,12 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from app import AppConfig, Studio, build_app, config_from_args, launch_kwargs, parse_args  # noqa: E402
+from diffusemix_core.studio.state import Studio  # noqa: E402
+from diffusemix_core.ui import AppConfig, build_app, config_from_args, launch_kwargs, parse_args  # noqa: E402
 from diffusemix_core.engine.diffusemix import mix  # noqa: E402
 from diffusemix_core.engine.fractals import FractalLibrary  # noqa: E402
 from diffusemix_core.engine.prompts import PAPER_PROMPTS  # noqa: E402
+from diffusemix_core.errors import DiffuseMixError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "landscape.png"
@@ -253,14 +255,13 @@ def test_model_unavailable_keeps_the_app_up(tmp_path):
 def test_space_mode_refuses_server_folders(tmp_path):
     studio = Studio(AppConfig(model="tiny-random", workspace=tmp_path / "ws", space_mode=True))
     (tmp_path / "elsewhere" / "cat").mkdir(parents=True)
-    import gradio as gr
 
-    with pytest.raises(gr.Error, match="upload a zip"):
-        studio.check_train_dir(str(tmp_path / "elsewhere"))
+    with pytest.raises(DiffuseMixError, match="upload a zip"):
+        studio.datasets.folder(str(tmp_path / "elsewhere"))
     inside = studio.workspace.path / "datasets" / "x" / "train"
     inside.mkdir(parents=True)
-    with pytest.raises(gr.Error, match="upload a zip"):  # typed paths are off, even into the workspace
-        studio.check_train_dir(str(inside))
+    with pytest.raises(DiffuseMixError, match="upload a zip"):  # typed paths are off, even into the workspace
+        studio.datasets.folder(str(inside))
 
 
 def test_launch_defaults_are_safe(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app import AppConfig, build_app, launch_kwargs
+from diffusemix_core.ui import AppConfig, build_app, launch_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "landscape.png"

@@ -19,7 +19,7 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
 
-from app import AppConfig, build_app, launch_kwargs  # noqa: E402
+from diffusemix_core.ui import AppConfig, build_app, launch_kwargs  # noqa: E402
 from diffusemix_core.curation import page as curation  # noqa: E402
 from diffusemix_core.bulk.runner import run_augment  # noqa: E402
 from diffusemix_core.engine.fractals import FractalLibrary  # noqa: E402

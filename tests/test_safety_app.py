@@ -52,7 +52,7 @@ def free_port() -> int:
 
 def launch(*flags: str):
     """An app built from command-line flags (config_from_args), listening on a free loopback port."""
-    from app import build_app, config_from_args, launch_kwargs, parse_args
+    from diffusemix_core.ui import build_app, config_from_args, launch_kwargs, parse_args
 
     config = config_from_args(parse_args([*APP_ARGS, *map(str, flags)]))
     demo = build_app(config)
@@ -309,7 +309,7 @@ def test_every_interactive_path_refuses_an_image_over_the_limit_fast(app, bulk, 
 def test_recent_results_and_stage_files_stay_within_their_byte_budgets(tmp_path):
     """Results are kept while their bytes fit (then the oldest go: re-mixing one says to generate again); stage
     files on disk stay under their budget."""
-    from app import AppConfig, build_app, launch_kwargs
+    from diffusemix_core.ui import AppConfig, build_app, launch_kwargs
 
     record_bytes = 384 * 256 * (3 * 5 + 1)  # the example's six stages (I, Î, H, F, A and the boolean mask M)
     config = AppConfig(model="tiny-random", workspace=tmp_path / "ws", resolution=64, steps=2, device="cpu",

@@ -1,13 +1,12 @@
-"""Serving people interactively (the app): bounded in pixels, memory and disk, whatever they upload.
+"""What the app holds and serves for people: bounded in pixels, memory and disk, whatever they upload.
 
 * :func:`load_interactive` decodes an upload only if its header says it is within the pixel limit for interactive
   use (default 16 MP): a 7900×7900 PNG of 200 KB is refused in milliseconds, with what to do instead;
-* :class:`ModelHolder` loads the generator on first use (not at start-up) and remembers why it failed;
 * :class:`ResultCache` keeps recent results by id for re-mixing, bounded in bytes, not in count;
 * :class:`StageFiles` writes the stage images the browser shows, capped at a display size (full size on request),
   each content once, under a byte budget (oldest files go first).
 
-Nothing here imports Gradio: the app (``app.py``) wires these to its widgets.
+Nothing here imports Gradio: the Explore session (:mod:`.explore`) uses these, the tabs show the files.
 """
 
 from __future__ import annotations
@@ -25,16 +24,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from ..errors import BadImageError, DiffuseMixError
+from ..errors import BadImageError
 from ..engine.images import load_image
-from ..engine.test_models import UNTRAINED_NOTE, is_test_model
 from ..workspace.files import atomic_write
 
 if TYPE_CHECKING:
     from ..engine.diffusemix import AugmentationRecord
 
-__all__ = ["DEFAULT_INTERACTIVE_PIXELS", "ModelHolder", "ResultCache", "StageFiles", "display_size",
-           "load_interactive"]
+__all__ = ["DEFAULT_INTERACTIVE_PIXELS", "ResultCache", "StageFiles", "display_size", "load_interactive"]
 
 DEFAULT_INTERACTIVE_PIXELS = 16_000_000
 DEFAULT_DISPLAY_SIDE = 1024
@@ -69,56 +66,6 @@ def display_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     if scale >= 1:
         return height, width
     return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-class ModelHolder:
-    """Loads the generator on first use and remembers why it failed, for the status line."""
-
-    def __init__(self, model: str, *, device: str = "auto", steps: int = 20, resolution: int = 512) -> None:
-        self.model, self.device, self.steps, self.resolution = model, device, steps, resolution
-        self._generators: dict[tuple, Any] = {}
-        self._lock = threading.Lock()
-        self.error: str | None = None
-        self.loaded = False
-
-    @property
-    def is_test_model(self) -> bool:
-        return is_test_model(self.model)
-
-    def settings(self, *, steps: int | None = None, resolution: int | None = None):
-        """The GenerationSettings of this app's model with a tab's steps and resolution."""
-        from ..engine.generation import GenerationSettings
-
-        return GenerationSettings(model=self.model, steps=int(steps or self.steps),
-                                  resolution=int(resolution or self.resolution), device=self.device)
-
-    def generator(self, *, steps: int | None = None, resolution: int | None = None):
-        """A loaded Pix2PixGenerator (pipelines are shared; settings differ per tab). Raises DiffuseMixError."""
-        from ..engine.generation import Pix2PixGenerator
-
-        settings = self.settings(steps=steps, resolution=resolution)
-        key = (settings.steps, settings.resolution)
-        with self._lock:
-            if key not in self._generators:
-                generator = Pix2PixGenerator(settings)
-                try:
-                    generator.load()
-                except DiffuseMixError as exc:
-                    self.error = str(exc)
-                    raise
-                self._generators[key] = generator
-                self.loaded, self.error = True, None
-            return self._generators[key]
-
-    def status(self) -> str:
-        """One Markdown line: loaded or not, why it failed, and whether it is an untrained test model."""
-        name = f"`{self.model}`"
-        if self.error:
-            return f"**Model {name} is unavailable.** {self.error}"
-        text = f"Model {name}: {'loaded' if self.loaded else 'loads on first Generate'}."
-        if self.is_test_model:
-            text += f" ⚠️ **{UNTRAINED_NOTE[0].upper()}{UNTRAINED_NOTE[1:]}**."
-        return text
 
 
 def _record_bytes(record: AugmentationRecord) -> int:
