@@ -41,7 +41,8 @@ def typed_dataset_folder(text: str, *, allowed: bool, data_root: Path | None) ->
         raise BadArgumentError(f"Folder '{text}' is outside the data root this app was started with; give a folder "
                                "inside it.")
     if not path.is_dir():
-        raise BadArgumentError(f"Folder '{text}' does not exist; give a folder holding one sub-folder per class.")
+        raise BadArgumentError(f"Folder '{text}' does not exist (or is not a folder); give a folder holding one "
+                               "sub-folder per class.")
     escaping = links_outside(path, root) if root is not None else []
     if escaping:
         raise BadArgumentError(f"Folder '{text}' holds {len(escaping)} link(s) to files or folders outside the data "
