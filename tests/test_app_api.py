@@ -141,6 +141,31 @@ def test_prompt_edits_take_effect_and_bad_entries_are_refused(app, default_promp
     assert client.predict(api_name="/get_prompts")[0] == before[0]
 
 
+def test_a_prompt_longer_than_the_text_encoder_reads_is_said_when_saved(app, default_prompts):
+    _, client, _ = app
+    long_prompt = "冬の山村の夕暮れ、雪が静かに降り積もり、窓には暖かい灯りがともる浮世絵風の木版画"  # 40 chars, >77 tokens
+    table = {"headers": ["prompt", "enabled"], "data": [["snowy", True], [long_prompt, True]]}
+    message = client.predict(table, "A transformed version of image into {prompt}", api_name="/save_prompts")[2]
+    assert message.startswith("✅ Saved 2 prompts (2 enabled).")  # saved: a warning, not a refusal
+    assert f"⚠️ Prompt '{long_prompt[:10]}" in message and "tokens, over the 77 the text encoder reads" in message
+    assert "snowy" not in message.split("⚠️", 1)[1]  # only the long one is named
+
+
+def test_an_id_beyond_sqlites_range_is_a_one_line_error_naming_it(app):
+    _, client, _ = app
+    huge = "99999999999999999999999"
+    for endpoint, args in (("/approve", (f"ws-{huge}", 0.2, "random", "random", None, "")),
+                           ("/reject", (f"ws-{huge}", 0.2, "random", "random", None, "")),
+                           ("/remix", (f"ws-{huge}", 0.2, "random", "random", None)),
+                           ("/download_final", (f"ws-{huge}", 0.2, "random", "random", None))):
+        with pytest.raises(Exception, match=rf"No augmentation #{huge}: an id is a whole number from 1 to "
+                                            rf"9223372036854775807; pick one") as info:
+            client.predict(*args, api_name=endpoint)
+        assert "upstream Gradio app has raised an exception" not in str(info.value), endpoint
+    message = client.predict(10**20, api_name="/view")[9]  # the Curate detail: the message beside it
+    assert message.startswith("❌ No augmentation #100000000000000000000: an id is a whole number"), message
+
+
 def test_all_prompts_runs_every_enabled_prompt(app, default_prompts):
     _, client, _ = app
     table = {"headers": ["prompt", "enabled"], "data": [["snowy", True], ["autumn", True], ["sunset", False]]}
@@ -235,6 +260,24 @@ def test_dataset_zip_run_and_curate(app, tmp_path):
     assert [row[1] for row in table["data"]] == ids  # the table beside the grid lists the same page
     drifts = [demo.studio.workspace.manifest.get_augmentation(i)["drift"] for i in ids]
     assert drifts == sorted(drifts, reverse=True)
+
+
+def test_a_dataset_run_takes_the_mask_feather(app, tmp_path):
+    demo, client, _ = app
+    archive = tmp_path / "feather.zip"
+    rng = np.random.default_rng(5)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(2):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(buf, format="PNG")
+            zf.writestr(f"train/feathered/{i}.png", buf.getvalue())
+    handle, _ = client.predict(handle_file(str(archive)), api_name="/extract_zip")
+    text, info = client.predict(handle, 1, 0, 0.2, 2, 64, 4, False, 20, api_name="/run_dataset")
+    assert text.startswith("✅") and info["augmentations_added"] == 2, text
+    rows = demo.studio.workspace.manifest.list_augmentations(label="feathered")
+    assert [r["feather"] for r in rows] == [20, 20]
+    stored = demo.studio.workspace.load_record(rows[0]["id"])
+    assert stored.mask.dtype == np.float32 and len(np.unique(stored.mask)) > 2  # a soft seam between 0 and 1
 
 
 def test_model_unavailable_keeps_the_app_up(tmp_path):

@@ -93,7 +93,7 @@ class Explore:
         self.results, self.files, self.max_pixels = results, files, max_pixels
 
     # -- reading results -----------------------------------------------------------------------------------
-    def load(self, image: Any, what: str = "an image") -> np.ndarray:
+    def load(self, image: Any, what: str = "image") -> np.ndarray:
         if image is None:
             raise BadArgumentError(f"No {what} given: upload one or pick an example first.")
         return load_interactive(image, max_pixels=self.max_pixels)
