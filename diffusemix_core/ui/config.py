@@ -115,7 +115,8 @@ def exposure(args: argparse.Namespace) -> str | None:
                          "who reaches it could change decisions and download every image; add --auth user:pass (or "
                          "set DIFFUSEMIX_AUTH), or pass --no-auth-i-know if that is what you want.")
     return (f"the app is reachable from other machines without a login ({where}, --no-auth-i-know): anyone who "
-            "reaches it can change decisions and download every augmentation and original")
+            "reaches it can change decisions and download every augmentation and original; add --auth user:pass to "
+            "require one")
 
 
 def launch_kwargs(config: AppConfig, args: argparse.Namespace | None = None) -> dict:
