@@ -262,24 +262,6 @@ def test_dataset_zip_run_and_curate(app, tmp_path):
     assert drifts == sorted(drifts, reverse=True)
 
 
-def test_a_dataset_run_takes_the_mask_feather(app, tmp_path):
-    demo, client, _ = app
-    archive = tmp_path / "feather.zip"
-    rng = np.random.default_rng(5)
-    with zipfile.ZipFile(archive, "w") as zf:
-        for i in range(2):
-            buf = io.BytesIO()
-            Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(buf, format="PNG")
-            zf.writestr(f"train/feathered/{i}.png", buf.getvalue())
-    handle, _ = client.predict(handle_file(str(archive)), api_name="/extract_zip")
-    text, info = client.predict(handle, 1, 0, 0.2, 2, 64, 4, False, 20, api_name="/run_dataset")
-    assert text.startswith("✅") and info["augmentations_added"] == 2, text
-    rows = demo.studio.workspace.manifest.list_augmentations(label="feathered")
-    assert [r["feather"] for r in rows] == [20, 20]
-    stored = demo.studio.workspace.load_record(rows[0]["id"])
-    assert stored.mask.dtype == np.float32 and len(np.unique(stored.mask)) > 2  # a soft seam between 0 and 1
-
-
 def test_model_unavailable_keeps_the_app_up(tmp_path):
     config = AppConfig(model=str(tmp_path / "no-such-model"), workspace=tmp_path / "ws", resolution=64, steps=2,
                        device="cpu")

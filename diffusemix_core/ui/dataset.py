@@ -14,11 +14,13 @@ __all__ = ["build_dataset"]
 def build_dataset(studio: Studio, demo: gr.Blocks) -> None:
     """Lay out and wire the tab (inside the Blocks)."""
     runs, config = studio.datasets, studio.config
+    model_events = dict(concurrency_limit=1, concurrency_id=MODEL_QUEUE)
     with gr.Tab("Dataset", id="dataset"):
         gr.Markdown("A dataset is a folder (or zip) of class folders: `train/<class>/<image>`. "
                     "Running it again resumes; a larger *m* adds only what is missing.")
         with gr.Row():
-            zip_in = gr.File(label="Upload a zip of class folders", file_types=[".zip"], height=140)
+            zip_in = gr.File(label="Upload a zip of class folders", file_types=[".zip"], height=140,
+                             elem_id="dataset-zip")
             with gr.Column():
                 extract_btn = gr.Button("Extract into the workspace")
                 train_dir = gr.Textbox(
@@ -46,10 +48,11 @@ def build_dataset(studio: Studio, demo: gr.Blocks) -> None:
             batch = gr.Slider(1, 16, value=4, step=1, label="Batch size")
             all_prompts = gr.Checkbox(label="All prompts (one per enabled prompt)")
         with gr.Row():
-            run_btn = gr.Button("Run", variant="primary")
+            run_btn = gr.Button("Run", variant="primary", elem_id="run-dataset")
             cancel_btn = gr.Button("Cancel", variant="stop")
-        run_msg = gr.Markdown()
-        run_json = gr.JSON(label="Run summary")
+        run_msg = gr.Markdown(elem_id="run-msg")
+        run_json = gr.JSON(label="Run summary", elem_id="run-summary")
+        api_only = gr.Button(visible=False)  # the named endpoint /run_dataset
 
     # ---------------------------------------------------------------------------------------------- callbacks
     def run_dataset(train_dir, per_image, seed, lam, steps, resolution, batch_size, all_prompts, feather=0,
@@ -71,8 +74,11 @@ def build_dataset(studio: Studio, demo: gr.Blocks) -> None:
                      api_visibility="private")
     delete_upload.click(error_to_gradio(runs.delete_upload), upload_id, uploads_msg, api_name="delete_upload"
                         ).then(runs.uploads_table, None, uploads_outputs, api_name="list_uploads")
-    run_btn.click(error_to_gradio(run_dataset),
-                  [train_dir, per_image, seed, lam, steps, resolution, batch, all_prompts, feather],
-                  [run_msg, run_json], api_name="run_dataset", concurrency_limit=1, concurrency_id=MODEL_QUEUE)
+    run_inputs = [train_dir, per_image, seed, lam, steps, resolution, batch, all_prompts]
+    run_outputs = [run_msg, run_json]
+    # /run_dataset keeps its eight inputs (a mask feather of 0, as before); the Run button also sends the feather
+    api_only.click(error_to_gradio(run_dataset), run_inputs, run_outputs, api_name="run_dataset", **model_events)
+    run_btn.click(error_to_gradio(run_dataset), [*run_inputs, feather], run_outputs, api_visibility="private",
+                  **model_events)
     cancel_btn.click(cancel_run, None, run_msg, api_name="cancel_run", queue=False)
     demo.load(runs.uploads_table, None, uploads_outputs, api_visibility="private")
