@@ -2,7 +2,7 @@
 
     python -m bench.app [--remix-calls 60] [--augment-calls 8] [--steps 20] [--size 512]
 
-(run from the repository root, or ``PYTHONPATH=. python bench/app.py``: it imports ``app`` from the root.)
+(run from the repository root: it starts ``python app.py`` there.)
 
 Starts the real app as a user does (``python app.py --model tiny-random``, its own process: queue, PNG outputs,
 file transfer to the client included) on a free local port, and times it from this process's client.

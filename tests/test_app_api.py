@@ -16,10 +16,12 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from app import AppConfig, Studio, build_app, config_from_args, launch_kwargs, parse_args  # noqa: E402
+from diffusemix_core.studio.state import Studio  # noqa: E402
+from diffusemix_core.ui import AppConfig, build_app, config_from_args, launch_kwargs, parse_args  # noqa: E402
 from diffusemix_core.engine.diffusemix import mix  # noqa: E402
 from diffusemix_core.engine.fractals import FractalLibrary  # noqa: E402
 from diffusemix_core.engine.prompts import PAPER_PROMPTS  # noqa: E402
+from diffusemix_core.errors import DiffuseMixError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "landscape.png"
@@ -139,6 +141,31 @@ def test_prompt_edits_take_effect_and_bad_entries_are_refused(app, default_promp
     assert client.predict(api_name="/get_prompts")[0] == before[0]
 
 
+def test_a_prompt_longer_than_the_text_encoder_reads_is_said_when_saved(app, default_prompts):
+    _, client, _ = app
+    long_prompt = "冬の山村の夕暮れ、雪が静かに降り積もり、窓には暖かい灯りがともる浮世絵風の木版画"  # 40 chars, >77 tokens
+    table = {"headers": ["prompt", "enabled"], "data": [["snowy", True], [long_prompt, True]]}
+    message = client.predict(table, "A transformed version of image into {prompt}", api_name="/save_prompts")[2]
+    assert message.startswith("✅ Saved 2 prompts (2 enabled).")  # saved: a warning, not a refusal
+    assert f"⚠️ Prompt '{long_prompt[:10]}" in message and "tokens, over the 77 the text encoder reads" in message
+    assert "snowy" not in message.split("⚠️", 1)[1]  # only the long one is named
+
+
+def test_an_id_beyond_sqlites_range_is_a_one_line_error_naming_it(app):
+    _, client, _ = app
+    huge = "99999999999999999999999"
+    for endpoint, args in (("/approve", (f"ws-{huge}", 0.2, "random", "random", None, "")),
+                           ("/reject", (f"ws-{huge}", 0.2, "random", "random", None, "")),
+                           ("/remix", (f"ws-{huge}", 0.2, "random", "random", None)),
+                           ("/download_final", (f"ws-{huge}", 0.2, "random", "random", None))):
+        with pytest.raises(Exception, match=rf"No augmentation #{huge}: an id is a whole number from 1 to "
+                                            rf"9223372036854775807; pick one") as info:
+            client.predict(*args, api_name=endpoint)
+        assert "upstream Gradio app has raised an exception" not in str(info.value), endpoint
+    message = client.predict(10**20, api_name="/view")[9]  # the Curate detail: the message beside it
+    assert message.startswith("❌ No augmentation #100000000000000000000: an id is a whole number"), message
+
+
 def test_all_prompts_runs_every_enabled_prompt(app, default_prompts):
     _, client, _ = app
     table = {"headers": ["prompt", "enabled"], "data": [["snowy", True], ["autumn", True], ["sunset", False]]}
@@ -253,14 +280,13 @@ def test_model_unavailable_keeps_the_app_up(tmp_path):
 def test_space_mode_refuses_server_folders(tmp_path):
     studio = Studio(AppConfig(model="tiny-random", workspace=tmp_path / "ws", space_mode=True))
     (tmp_path / "elsewhere" / "cat").mkdir(parents=True)
-    import gradio as gr
 
-    with pytest.raises(gr.Error, match="upload a zip"):
-        studio.check_train_dir(str(tmp_path / "elsewhere"))
+    with pytest.raises(DiffuseMixError, match="upload a zip"):
+        studio.datasets.folder(str(tmp_path / "elsewhere"))
     inside = studio.workspace.path / "datasets" / "x" / "train"
     inside.mkdir(parents=True)
-    with pytest.raises(gr.Error, match="upload a zip"):  # typed paths are off, even into the workspace
-        studio.check_train_dir(str(inside))
+    with pytest.raises(DiffuseMixError, match="upload a zip"):  # typed paths are off, even into the workspace
+        studio.datasets.folder(str(inside))
 
 
 def test_launch_defaults_are_safe(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app import AppConfig, build_app, launch_kwargs
+from diffusemix_core.ui import AppConfig, build_app, launch_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "landscape.png"
@@ -125,3 +125,45 @@ def test_explore_remix_approve_export_in_chromium(app_url, tmp_path):
     assert len(exports) == 1 and zipfile.is_zipfile(exports[0]["zip_path"])
     if os.environ.get("DIFFUSEMIX_SCREENSHOT"):
         save_small_copy(shot, Path(os.environ["DIFFUSEMIX_SCREENSHOT"]))
+
+
+def test_a_dataset_run_from_the_tab_uses_its_mask_feather(app_url, tmp_path):
+    """Upload a zip in the Dataset tab, set the mask feather, Run: the augmentations have that feather."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    sync_playwright = _require_browser()
+    url, demo = app_url
+    archive = tmp_path / "birds.zip"
+    rng = np.random.default_rng(3)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(2):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(buffer, format="PNG")
+            zf.writestr(f"train/owl/{i}.png", buffer.getvalue())
+    with sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1250},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.get_by_role("tab", name="Dataset").click()
+            page.locator("#dataset-zip input[type=file]").set_input_files(str(archive))
+            page.get_by_role("button", name="Extract into the workspace").click()
+            page.locator("#train-dir textarea, #train-dir input").first.wait_for(timeout=30_000)
+            page.wait_for_function("() => (document.querySelector('#train-dir textarea') || "
+                                   "document.querySelector('#train-dir input')).value.startsWith('upload:')",
+                                   timeout=60_000)
+            feather = page.locator("#feather input[type=number]")
+            feather.fill("20")
+            feather.press("Enter")
+            page.locator("#run-dataset").click()
+            page.locator("#run-msg").get_by_text("✅ Done.").wait_for(timeout=180_000)
+        finally:
+            browser.close()
+    rows = demo.studio.workspace.manifest.list_augmentations(label="owl")
+    assert [r["feather"] for r in rows] == [20, 20]

@@ -19,10 +19,10 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
 
-from app import AppConfig, build_app, launch_kwargs  # noqa: E402
-from diffusemix_core.curation import detail as details, filters, page as pages, previews  # noqa: E402
-from diffusemix_core.bulk.runner import run_augment  # noqa: E402
+from diffusemix_core.ui import AppConfig, build_app, launch_kwargs  # noqa: E402
+from diffusemix_core.curation import detail as details, filters as query_filters, page as pages, previews  # noqa: E402
 from diffusemix_core.bulk.options import AugmentOptions  # noqa: E402
+from diffusemix_core.bulk.runner import run_augment  # noqa: E402
 from diffusemix_core.engine.fractals import FractalLibrary  # noqa: E402
 from diffusemix_core.engine.test_models import UNTRAINED_SCORER_NOTE  # noqa: E402
 from diffusemix_core.workspace.folder import Workspace  # noqa: E402
@@ -78,7 +78,7 @@ def test_captions_and_the_table_carry_the_scores(app):
     demo, _ = app
     items, line, table, _ = curate(client(app), sort="label_prob")
     ws = demo.studio.workspace
-    expected = pages.page(ws, filters.CurationQuery(sort="label_prob"), 0, 40)
+    expected = pages.page(ws, query_filters.CurationQuery(sort="label_prob"), 0, 40)
     assert ids_of(items) == expected.ids == [row[1] for row in table["data"]]
     probs = [float(item["caption"].split(" · p ")[1].split("*")[0]) for item in items]
     assert probs == sorted(probs)  # the score sorted by is in every caption

@@ -11,6 +11,9 @@ subprocess whose memory and temp folder are measured.
 * item 10: uploads kept once per content, listed, deleted, under a quota;
 * item 12: typed server folders only on loopback or inside ``--data-root`` (links resolved);
 * item 13: only export zips and display images are served; no answer carries a server path.
+
+And issue 16's findings in the app: ``python app.py --host 0.0.0.0`` without ``--auth`` is refused unless the user
+says so (then a warning line); a port in use is one line, not a traceback (item 4 and item 6).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def free_port() -> int:
 
 def launch(*flags: str):
     """An app built from command-line flags (config_from_args), listening on a free loopback port."""
-    from app import build_app, config_from_args, launch_kwargs, parse_args
+    from diffusemix_core.ui import build_app, config_from_args, launch_kwargs, parse_args
 
     config = config_from_args(parse_args([*APP_ARGS, *map(str, flags)]))
     demo = build_app(config)
@@ -309,7 +312,7 @@ def test_every_interactive_path_refuses_an_image_over_the_limit_fast(app, bulk, 
 def test_recent_results_and_stage_files_stay_within_their_byte_budgets(tmp_path):
     """Results are kept while their bytes fit (then the oldest go: re-mixing one says to generate again); stage
     files on disk stay under their budget."""
-    from app import AppConfig, build_app, launch_kwargs
+    from diffusemix_core.ui import AppConfig, build_app, launch_kwargs
 
     record_bytes = 384 * 256 * (3 * 5 + 1)  # the example's six stages (I, Î, H, F, A and the boolean mask M)
     config = AppConfig(model="tiny-random", workspace=tmp_path / "ws", resolution=64, steps=2, device="cpu",
@@ -616,3 +619,104 @@ def test_no_answer_carries_a_server_path(app, bulk, tmp_path):
         text = json.dumps(without_files(answer), ensure_ascii=False)
         for path in forbidden:
             assert path not in text, f"{name} names {path}: {text[:400]}"
+
+
+# ------------------------------------------------------------------------------------------------ issue 16, item 4
+def start_app(*flags: str, env: dict | None = None, wait_s: float = 120) -> tuple[subprocess.Popen, Path]:
+    """`python app.py FLAGS` in its own process, its stderr in a file; returns once it serves or has exited."""
+    log = Path(tempfile.mkdtemp()) / "stderr.txt"
+    port = flags[flags.index("--port") + 1]
+    server = subprocess.Popen([sys.executable, "app.py", *APP_ARGS, *flags], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=open(log, "w"), env=dict(os.environ, HF_HUB_OFFLINE="1",
+                                                               GRADIO_ANALYTICS_ENABLED="False", **(env or {})))
+    deadline = time.monotonic() + wait_s
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    return server, log
+
+
+def own_lines(stderr: str) -> list[str]:
+    """stderr without the log lines of libraries (``WARNING diffusemix_core.engine…: …``, ``[transformers]``)."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("[transformers]")
+            and not re.match(r"(DEBUG|INFO|WARNING) diffusemix_core\.", line)]
+
+
+def test_listening_beyond_loopback_without_a_login_is_refused_unless_said_explicitly(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    env.pop("SPACE_ID", None)
+    env.pop("DIFFUSEMIX_AUTH", None)
+    for flags, where in ((["--host", "0.0.0.0"], "--host 0.0.0.0 on port"), (["--share"], "a public gradio.live link (--share)")):
+        port = str(free_port())
+        result = subprocess.run([sys.executable, "app.py", *APP_ARGS, *flags, "--port", port, "--workspace",
+                                 str(tmp_path / "ws")], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 1, result.stderr
+        (line,) = own_lines(result.stderr)
+        assert line.startswith(f"error: {where}") and "without a login" in line, line
+        assert "add --auth user:pass" in line and "--no-auth-i-know" in line  # the remedy, and the explicit way
+        assert not (tmp_path / "ws").exists()  # refused before anything was made
+
+    port = str(free_port())
+    server, log = start_app("--host", "0.0.0.0", "--no-auth-i-know", "--port", port, "--workspace", str(tmp_path / "a"))
+    try:
+        assert server.poll() is None, log.read_text()
+        warnings = [line for line in own_lines(log.read_text()) if "without a login" in line]
+        assert len(warnings) == 1 and warnings[0].startswith("WARNING diffusemix_studio: the app is reachable from "
+                                                             "other machines without a login"), log.read_text()
+        assert "add --auth user:pass" in warnings[0]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    port = str(free_port())  # with a login: no warning, and the API asks for it
+    server, log = start_app("--host", "0.0.0.0", "--auth", "ann:secret", "--port", port, "--workspace",
+                            str(tmp_path / "b"))
+    try:
+        assert server.poll() is None, log.read_text()
+        assert "without a login" not in log.read_text()
+        with pytest.raises(Exception):
+            Client(f"http://127.0.0.1:{port}/", verbose=False)
+        Client(f"http://127.0.0.1:{port}/", verbose=False, auth=("ann", "secret"))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_who_can_reach_the_app_without_a_login(monkeypatch):
+    from diffusemix_core.ui.config import exposure, parse_args
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("DIFFUSEMIX_AUTH", raising=False)
+    assert exposure(parse_args([])) is None  # loopback
+    assert exposure(parse_args(["--host", "localhost"])) is None
+    assert exposure(parse_args(["--host", "0.0.0.0", "--auth", "ann:secret"])) is None
+    assert exposure(parse_args(["--share", "--auth", "ann:secret"])) is None
+    for flags in (["--host", "0.0.0.0"], ["--host", "192.168.1.5"], ["--share"]):
+        with pytest.raises(SystemExit, match="without a login"):
+            exposure(parse_args(flags))
+        assert "without a login" in exposure(parse_args([*flags, "--no-auth-i-know"]))
+    monkeypatch.setenv("DIFFUSEMIX_AUTH", "ann:secret")  # the environment's login counts
+    assert exposure(parse_args(["--host", "0.0.0.0"])) is None
+    monkeypatch.delenv("DIFFUSEMIX_AUTH")
+    monkeypatch.setenv("SPACE_ID", "someone/studio")  # a Space: the platform decides who opens it; still said
+    warning = exposure(parse_args(["--host", "0.0.0.0"]))
+    assert "Hugging Face Space someone/studio without --auth" in warning and "DIFFUSEMIX_AUTH" in warning
+
+
+# ------------------------------------------------------------------------------------------------ issue 16, item 6
+def test_a_port_in_use_is_one_line_with_the_remedy(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "app.py", *APP_ARGS, "--port", str(port), "--workspace",
+                                 str(tmp_path / "ws")], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                                env=dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False"))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert own_lines(result.stderr) == [f"error: port {port} is in use on this machine (another program, or this "
+                                        "app started twice); pass --port N with a free port, or stop what listens "
+                                        "there."], result.stderr

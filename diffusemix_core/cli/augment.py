@@ -132,6 +132,7 @@ def run_augment_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..bulk.runner import check_train_dir, run_augment
+    from ..bulk.summary import describe_failures, describe_run
     from ..workspace.folder import Workspace
 
     check_train_dir(args.train_dir)  # before anything is created
@@ -167,15 +168,9 @@ def run_augment_command(args: argparse.Namespace) -> int:
             bar.close()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    rate = summary.augmentations_added / summary.seconds if summary.seconds > 0 else 0.0
-    print(
-        f"{summary.images_total} images: {summary.images_processed} augmented now, {summary.images_skipped} already "
-        f"done, {summary.images_failed} failed; {summary.augmentations_added} augmentations added "
-        f"({summary.generations_added} generated, {summary.generations_reused} reused) in {summary.seconds:.1f} s "
-        f"({rate:.2f} augmentations/s) -> {workspace.db_path}"
-    )
-    for path, reason in summary.failures:
-        print(f"  failed: {path}: {reason}")
+    print(f"{describe_run(summary)} -> {workspace.db_path}")
+    for line in describe_failures(summary):
+        print(f"  failed: {line}")
     for path, reason in summary.ignored:
         print(f"  skipped: {path}: {reason}")
     print_run_scores(summary, args)

@@ -120,7 +120,7 @@ def _add_review(subparsers) -> None:
 
 
 def run_review(args: argparse.Namespace) -> int:
-    from ..workspace.decisions import history
+    from ..workspace.decisions import describe_undo, history
     from ..workspace.folder import Workspace
 
     workspace = Workspace(args.workspace, create=False)
@@ -136,15 +136,7 @@ def run_review(args: argparse.Namespace) -> int:
             print(f"no decision on augmentation {args.history} yet: it is {augmentation['status']} as it was made")
         return 0
     if args.undo:
-        undone = workspace.undo_last_review(origin="cli")
-        if undone is None:
-            print("nothing to undo: no bulk decision is left to revert")
-            return 0
-        batch, decision = undone
-        kept = decision.matched - decision.changed
-        print(f"undid decision #{batch['id']} ({batch['status']} of {batch['count']} augmentation(s) by "
-              f"{batch['origin']} at {batch['created_at']}): {decision.changed} restored"
-              + (f", {kept} left as they are (decided again since)" if kept else ""))
+        print(describe_undo(workspace.undo_last_review(origin="cli")))
         return 0
     ids = joined_ids(args.ids)
     decision = workspace.review(

@@ -1,242 +1,192 @@
-"""Serving people interactively (the app): bounded in pixels, memory and disk, whatever they upload.
+"""The Explore tab's work without Gradio: generate one image's augmentation, re-mix it, decide on it, download A.
 
-* :func:`load_interactive` decodes an upload only if its header says it is within the pixel limit for interactive
-  use (default 16 MP): a 7900×7900 PNG of 200 KB is refused in milliseconds, with what to do instead;
-* :class:`ModelHolder` loads the generator on first use (not at start-up) and remembers why it failed;
-* :class:`ResultCache` keeps recent results by id for re-mixing, bounded in bytes, not in count;
-* :class:`StageFiles` writes the stage images the browser shows, capped at a display size (full size on request),
-  each content once, under a byte budget (oldest files go first).
-
-Nothing here imports Gradio: the app (``app.py``) wires these to its widgets.
+A result is named by an id: ``r-…`` for a recent result kept in memory (:class:`~.served.ResultCache`), ``ws-N``
+for augmentation N of the workspace. Re-mixing needs no model (a :class:`~diffusemix_core.engine.diffusemix.Mixer`
+over the current prompt library). A decision saves the result as shown (see :meth:`Explore.decide` and
+:func:`same_as_stored`). Errors are DiffuseMixError sentences; the tab shows them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
-import threading
-import uuid
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import dataclasses
+import math
+from typing import Any, Callable
 
 import numpy as np
-from PIL import Image
 
-from ..errors import BadImageError, DiffuseMixError
-from ..engine.images import load_image
-from ..engine.test_models import UNTRAINED_NOTE, is_test_model
-from ..workspace.files import atomic_write
+from ..engine.diffusemix import STAGE_NAMES, AugmentationRecord, DiffuseMix, Mixer
+from ..engine.fractals import FractalLibrary
+from ..engine.test_models import UNTRAINED_NOTE
+from ..errors import BadArgumentError, WorkspaceError
+from ..workspace.folder import Workspace
+from .model import ModelHolder, gpu_task
+from .served import ResultCache, StageFiles, load_interactive
 
-if TYPE_CHECKING:
-    from ..engine.diffusemix import AugmentationRecord
+__all__ = ["LAM_TOLERANCE", "MAX_ID", "RANDOM", "Explore", "augmentation_id", "describe_choices", "same_as_stored"]
 
-__all__ = ["DEFAULT_INTERACTIVE_PIXELS", "ModelHolder", "ResultCache", "StageFiles", "display_size",
-           "load_interactive"]
-
-DEFAULT_INTERACTIVE_PIXELS = 16_000_000
-DEFAULT_DISPLAY_SIDE = 1024
-
-
-def load_interactive(source: Any, *, max_pixels: int = DEFAULT_INTERACTIVE_PIXELS) -> np.ndarray:
-    """Decode an image for interactive use, refusing one over `max_pixels` before any pixel is decoded.
-
-    Errors name the file by its base name only (no server paths in answers).
-    """
-    name = Path(source).name if isinstance(source, (str, Path)) else None
-    if isinstance(source, (str, Path)):
-        try:
-            with Image.open(source) as probe:
-                width, height = probe.size
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            width = height = 0  # load_image below says what is wrong with it
-        if width * height > max_pixels:
-            raise BadImageError(
-                name, f"it is {width}x{height} = {width * height / 1e6:.1f} MP, over the {max_pixels / 1e6:.0f} MP "
-                "limit for interactive use (downscale it, start the app with a larger --max-pixels, or augment it "
-                "with `python -m diffusemix_core augment`)")
-    try:
-        return load_image(source, max_pixels=max_pixels)
-    except BadImageError as exc:
-        raise BadImageError(name, exc.reason) from None
+RANDOM = "random"  # a dropdown's "draw it" value; on a re-mix: keep what was drawn
+MAX_ID = 2**63 - 1  # SQLite's largest integer: ids beyond it cannot name a row
+LAM_TOLERANCE = 1e-6  # λ values closer than this are the same λ (float noise of the slider and of JSON)
+MASK_WORDS = {"left": "left half", "right": "right half", "top": "top half", "bottom": "bottom half",
+              "box": "centre box"}
+Progress = Callable[..., Any]
 
 
-def display_size(height: int, width: int, max_side: int) -> tuple[int, int]:
-    """(h, w) scaled down so the long side is at most `max_side` (unchanged when it already is)."""
-    scale = max_side / max(height, width)
-    if scale >= 1:
-        return height, width
-    return max(1, round(height * scale)), max(1, round(width * scale))
+def _no_progress(*_args, **_kwargs) -> None:
+    return None
 
 
-class ModelHolder:
-    """Loads the generator on first use and remembers why it failed, for the status line."""
-
-    def __init__(self, model: str, *, device: str = "auto", steps: int = 20, resolution: int = 512) -> None:
-        self.model, self.device, self.steps, self.resolution = model, device, steps, resolution
-        self._generators: dict[tuple, Any] = {}
-        self._lock = threading.Lock()
-        self.error: str | None = None
-        self.loaded = False
-
-    @property
-    def is_test_model(self) -> bool:
-        return is_test_model(self.model)
-
-    def settings(self, *, steps: int | None = None, resolution: int | None = None):
-        """The GenerationSettings of this app's model with a tab's steps and resolution."""
-        from ..engine.generation import GenerationSettings
-
-        return GenerationSettings(model=self.model, steps=int(steps or self.steps),
-                                  resolution=int(resolution or self.resolution), device=self.device)
-
-    def generator(self, *, steps: int | None = None, resolution: int | None = None):
-        """A loaded Pix2PixGenerator (pipelines are shared; settings differ per tab). Raises DiffuseMixError."""
-        from ..engine.pix2pix import Pix2PixGenerator
-
-        settings = self.settings(steps=steps, resolution=resolution)
-        key = (settings.steps, settings.resolution)
-        with self._lock:
-            if key not in self._generators:
-                generator = Pix2PixGenerator(settings)
-                try:
-                    generator.load()
-                except DiffuseMixError as exc:
-                    self.error = str(exc)
-                    raise
-                self._generators[key] = generator
-                self.loaded, self.error = True, None
-            return self._generators[key]
-
-    def status(self) -> str:
-        """One Markdown line: loaded or not, why it failed, and whether it is an untrained test model."""
-        name = f"`{self.model}`"
-        if self.error:
-            return f"**Model {name} is unavailable.** {self.error}"
-        text = f"Model {name}: {'loaded' if self.loaded else 'loads on first Generate'}."
-        if self.is_test_model:
-            text += f" ⚠️ **{UNTRAINED_NOTE[0].upper()}{UNTRAINED_NOTE[1:]}**."
-        return text
+def chosen(value: Any) -> Any:
+    """A dropdown's value as a choice: None for "random" (or nothing), the value otherwise."""
+    return None if value in (None, "", RANDOM) else value
 
 
-def _record_bytes(record: AugmentationRecord) -> int:
-    return sum(a.nbytes for a in (record.original, record.generated, record.mask, record.hybrid, record.fractal,
-                                  record.final))
+def augmentation_id(value: Any) -> int:
+    """A workspace augmentation id from a number or its text, or BadArgumentError naming the value."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_ID:
+        return int(text)
+    raise BadArgumentError(f"No augmentation #{text}: an id is a whole number from 1 to {MAX_ID}; pick one from "
+                           "the Curate gallery (or list them with `status` on the command line).")
 
 
-class ResultCache:
-    """Recent results by id ("r-…"), so re-mixing works from an id: a thread-safe LRU bounded in bytes."""
-
-    def __init__(self, max_bytes: int = 512 * 1024**2) -> None:
-        self.max_bytes = int(max_bytes)
-        self._items: OrderedDict[str, tuple[AugmentationRecord, int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, record: AugmentationRecord) -> str:
-        result_id = "r-" + uuid.uuid4().hex[:12]
-        size = _record_bytes(record)
-        with self._lock:
-            self._items[result_id] = (record, size)
-            self._bytes += size
-            while self._bytes > self.max_bytes and len(self._items) > 1:
-                _, (_, old) = self._items.popitem(last=False)
-                self._bytes -= old
-        return result_id
-
-    def get(self, result_id: str) -> AugmentationRecord | None:
-        with self._lock:
-            item = self._items.get(result_id)
-            if item is None:
-                return None
-            self._items.move_to_end(result_id)
-            return item[0]
+def same_as_stored(record: AugmentationRecord, stored: dict) -> bool:
+    """Whether `record` (a workspace item as shown) makes the same A as its stored row: the same mask, fractal and
+    feather, and a λ within LAM_TOLERANCE of the stored one (a slider's 0.1 + 0.2 is the stored 0.3)."""
+    return (record.mask_kind == stored["mask"] and record.fractal_id == stored["fractal"]
+            and int(record.feather) == int(stored["feather"])
+            and math.isclose(float(record.lam), float(stored["lam"]), rel_tol=0.0, abs_tol=LAM_TOLERANCE))
 
 
-class StageFiles:
-    """PNG files of displayed images, one per content key, capped at `max_side` px, under `max_bytes` on disk.
+def describe_choices(choices: dict | None) -> tuple[str, str | None, str | None, str | None]:
+    """What A is made of, in words (Markdown) and as the notes of the prompt, mask and fractal choices."""
+    if not choices:
+        return "", None, None, None
+    kept = MASK_WORDS.get(choices.get("mask"), choices.get("mask"))
+    text = (f"**A** = prompt **{choices.get('prompt')}** · mask **{choices.get('mask')}** ({kept} of I kept) · "
+            f"fractal **{choices.get('fractal')}** · λ **{float(choices.get('lam', 0)):.2f}** · "
+            f"seed {choices.get('seed')}")
+    return (text, f"this A: {choices.get('prompt')}", f"this A: {choices.get('mask')} ({kept} kept)",
+            f"this A: {choices.get('fractal')}")
 
-    Re-mixing changes only H and A (and M, F when their choice changes), so I, Î, M and F are served from the files
-    written before and only what changed is encoded. When the folder grows past `max_bytes`, the least recently
-    written files are deleted (a browser that still shows one gets it re-made on its next request).
-    """
 
-    def __init__(self, root: Path, *, compress_level: int = 1, max_side: int = DEFAULT_DISPLAY_SIDE,
-                 max_bytes: int = 1024**3) -> None:
-        self.root = Path(root)
-        self.compress_level, self.max_side, self.max_bytes = compress_level, max_side, max_bytes
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="png")  # zlib releases the GIL
-        self._files: OrderedDict[Path, int] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+@gpu_task
+def generate_record(engine: DiffuseMix, image: np.ndarray, **choices) -> AugmentationRecord:
+    """The GPU-bound step of Generate (decorated with spaces.GPU on ZeroGPU)."""
+    return engine.augment(image, **choices)
 
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
 
-    def _target(self, key: str, full_size: bool) -> Path:
-        key = key + ("|full" if full_size else "")
-        return self.root / (hashlib.sha1(key.encode()).hexdigest()[:24] + ".png")
+@gpu_task
+def generate_all_prompts(engine: DiffuseMix, image: np.ndarray, **choices) -> list[AugmentationRecord]:
+    """The GPU-bound step of All prompts (decorated with spaces.GPU on ZeroGPU)."""
+    return engine.augment_all_prompts(image, **choices)
 
-    def path(self, key: str, array: np.ndarray, *, full_size: bool = False, keep: frozenset[Path] = frozenset()) -> str:
-        """The file for `key` (written from `array` if missing), at display size unless `full_size`.
 
-        Files of the answer being made (this one and `keep`) are never the ones removed to stay under the budget:
-        the browser has yet to fetch them.
+class Explore:
+    """Generate, re-mix, decide and download, for every browser session at once (state: the caches)."""
+
+    def __init__(self, workspace: Workspace, model: ModelHolder, fractals: FractalLibrary, results: ResultCache,
+                 files: StageFiles, *, max_pixels: int) -> None:
+        self.workspace, self.model, self.fractals = workspace, model, fractals
+        self.results, self.files, self.max_pixels = results, files, max_pixels
+
+    # -- reading results -----------------------------------------------------------------------------------
+    def load(self, image: Any, what: str = "image") -> np.ndarray:
+        if image is None:
+            raise BadArgumentError(f"No {what} given: upload one or pick an example first.")
+        return load_interactive(image, max_pixels=self.max_pixels)
+
+    def record(self, result_id: str) -> AugmentationRecord:
+        """The result named `result_id`: a recent one ('r-…') or a workspace item ('ws-N')."""
+        result_id = (result_id or "").strip()
+        record = self.results.get(result_id)
+        if record is not None:
+            return record
+        if result_id.startswith("ws-"):
+            return self.workspace_record(augmentation_id(result_id[3:]))
+        raise WorkspaceError(f"No result {result_id!r} here (recent results are kept while memory allows, and saved "
+                             "ones as 'ws-N'); generate again.")
+
+    def workspace_record(self, aug_id: int) -> AugmentationRecord:
+        """Augmentation N of the workspace, composed from the store, if it is within the interactive pixel limit."""
+        row = self.workspace.manifest.get_augmentation(augmentation_id(aug_id))
+        if (row["width"] or 0) * (row["height"] or 0) > self.max_pixels:
+            raise WorkspaceError(f"Augmentation #{row['id']} is {row['width']}x{row['height']}, over the "
+                                 f"{self.max_pixels / 1e6:.0f} MP limit for interactive use; export it, or start the "
+                                 "app with a larger --max-pixels.")
+        return self.workspace.record_from_row(row)
+
+    def view(self, result_id: str, record: AugmentationRecord) -> tuple:
+        """The six stage files (display-sized) and the choices (with the result id and the test-model note)."""
+        choices = record.choices()
+        choices["result_id"] = result_id
+        if record.is_test_model:
+            choices["note"] = UNTRAINED_NOTE
+        return (*self.files.stage_paths(result_id, record, STAGE_NAMES), choices)
+
+    def remixed(self, result_id: str, lam, mask, fractal, fractal_upload) -> AugmentationRecord:
+        """The result re-mixed with λ and the chosen mask and fractal ("random": what was drawn for it)."""
+        record = self.record(result_id)
+        fractal_arg = self.load(fractal_upload, "fractal") if fractal_upload is not None else chosen(fractal)
+        return Mixer(prompts=self.workspace.manifest.get_prompt_library(), fractals=self.fractals).remix(
+            record, lam=float(lam), mask=chosen(mask), fractal=fractal_arg)
+
+    # -- the tab's actions ---------------------------------------------------------------------------------
+    def engine(self, progress: Progress) -> DiffuseMix:
+        progress(0.05, desc=f"Loading model {self.model.model} (first use only)…")
+        return DiffuseMix(prompts=self.workspace.manifest.get_prompt_library(), fractals=self.fractals,
+                          generator=self.model.generator())
+
+    def augment(self, image, prompt, mask, lam, seed, fractal=RANDOM, fractal_upload=None, *,
+                progress: Progress = _no_progress) -> tuple:
+        """Generate Î for one image and mix it: the six stage files and the choices (with a result id)."""
+        original = self.load(image)
+        fractal_arg = self.load(fractal_upload, "fractal") if fractal_upload is not None else chosen(fractal)
+        engine = self.engine(progress)
+        progress(0.2, desc="Generating Î…")
+        record = generate_record(engine, original, seed=int(seed), lam=float(lam), prompt=chosen(prompt),
+                                 mask=chosen(mask), fractal=fractal_arg)
+        return self.view(self.results.put(record), record)
+
+    def remix(self, result_id, lam, mask=RANDOM, fractal=RANDOM, fractal_upload=None) -> tuple:
+        """Re-mix a previous result with another λ, mask or fractal; no model call."""
+        return self.view(result_id, self.remixed(result_id, lam, mask, fractal, fractal_upload))
+
+    def all_prompts(self, image, mask, lam, seed, *, progress: Progress = _no_progress) -> tuple[list, list]:
+        """Every enabled prompt on one image (same seed): (Î file, prompt) per prompt, and the result ids."""
+        original = self.load(image)
+        engine = self.engine(progress)
+        progress(0.2, desc=f"Generating {len(engine.prompts.enabled())} prompts…")
+        records = generate_all_prompts(engine, original, mask=chosen(mask), seed=int(seed), lam=float(lam))
+        ids = [self.results.put(r) for r in records]
+        return [(self.files.path(f"{rid}/generated", r.generated), r.prompt) for rid, r in zip(ids, records)], ids
+
+    def decide(self, status: str, result_id, lam, mask, fractal, fractal_upload, label) -> str:
+        """Approve / reject the result as shown; the last decision wins, from any session, and all are recorded.
+
+        A workspace item ('ws-N') shown as stored (:func:`same_as_stored`) is decided on itself; re-mixed (another
+        λ, mask or fractal), it is stored as a new augmentation linked to N. A recent result ('r-…') is stored once
+        per distinct choice and label; deciding again changes its status.
         """
-        target = self._target(key, full_size)
-        with self._lock:
-            if target in self._files and target.exists():
-                self._files.move_to_end(target)
-                return str(target)
-        image = Image.fromarray(np.ascontiguousarray(array))
-        if not full_size:
-            h, w = display_size(image.height, image.width, self.max_side)
-            if (h, w) != (image.height, image.width):
-                image = image.resize((w, h), Image.Resampling.LANCZOS)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=self.compress_level)
-        atomic_write(target, buffer.getvalue(), durable=False)
-        with self._lock:
-            self._bytes += buffer.tell() - self._files.pop(target, 0)
-            self._files[target] = buffer.tell()
-            for old in list(self._files):  # least recently used first
-                if self._bytes <= self.max_bytes:
-                    break
-                if old == target or old in keep:
-                    continue
-                self._bytes -= self._files.pop(old)
-                try:
-                    os.unlink(old)
-                except FileNotFoundError:
-                    pass
-        return str(target)
+        if not result_id:
+            raise BadArgumentError("No result to decide on: generate one first.")
+        record = self.remixed(result_id, lam, mask, fractal, fractal_upload)
+        if result_id.strip().startswith("ws-"):
+            aug_id = augmentation_id(result_id.strip()[3:])
+            if same_as_stored(record, self.workspace.manifest.get_augmentation(aug_id)):
+                decision = self.workspace.review(status, ids=[aug_id], origin="app")
+                return f"Marked #{aug_id} {status} (decision #{decision.batch_id})."
+            new_id = self.workspace.save_record(record, status=status, origin="app", remixed_from=aug_id)
+            return f"Saved as #{new_id} ({status}), re-mixed from #{aug_id}."
+        record = dataclasses.replace(record, label=(label or "").strip() or None)
+        return f"Saved as #{self.workspace.save_record(record, status=status, origin='app')} ({status})."
 
-    def paths(self, items: list[tuple[str, np.ndarray]]) -> list[str]:
-        """Several files at once (one answer), the missing ones encoded in parallel."""
-        keep = frozenset(self._target(key, False) for key, _ in items)
-        return list(self._pool.map(lambda item: self.path(*item, keep=keep), items))
-
-    def stage_paths(self, result_id: str, record: AugmentationRecord, names) -> list[str]:
-        """The display files of a record's stages `names` (engine.STAGE_NAMES order)."""
-        h, w = record.original.shape[:2]
-        stages = record.stages()
-        keys = {
-            "original": f"{result_id}/original",
-            "generated": f"{result_id}/generated",
-            "mask": f"mask/{record.mask_kind}/{record.feather}/{h}x{w}",
-            "hybrid": f"{result_id}/hybrid/{record.mask_kind}",
-            "fractal": f"fractal/{record.fractal_id}/{h}x{w}",
-            "final": f"{result_id}/final/{record.mask_kind}/{record.fractal_id}/{record.lam!r}",
-        }
-        return self.paths([(keys[name], stages[name]) for name in names])
+    def final_full(self, result_id, lam, mask, fractal, fractal_upload) -> str:
+        """A file of A at full size as shown (the stage images are capped at a display size)."""
+        if not result_id:
+            raise BadArgumentError("No result to download: generate one first.")
+        record = self.remixed(result_id, lam, mask, fractal, fractal_upload)
+        key = f"{result_id}/final/{record.mask_kind}/{record.fractal_id}/{record.lam!r}"
+        return self.files.path(key, record.final, full_size=True)

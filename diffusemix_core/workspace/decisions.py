@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import BadArgumentError
 from .manifest import Manifest, check_status, now, write
 
-__all__ = ["ORIGINS", "Decision", "decide", "history", "last_bulk", "undo_last"]
+__all__ = ["ORIGINS", "Decision", "decide", "describe_undo", "history", "last_bulk", "undo_last"]
 
 ORIGINS = ("app", "cli", "auto", "api")
 UNDO = "undo"
@@ -122,3 +122,15 @@ def undo_last(manifest: Manifest, *, origin: str) -> tuple[dict, Decision] | Non
             db.execute("UPDATE augmentations SET status = ?, reviewed_at = ? WHERE id = ?", [previous, stamp, aug_id])
         db.execute("UPDATE review_batches SET undone_by = ? WHERE id = ?", [undo_id, batch["id"]])
     return batch, Decision(batch_id=undo_id, status=UNDO, matched=batch["count"], changed=len(restore))
+
+
+def describe_undo(undone: tuple[dict, Decision] | None) -> str:
+    """What :func:`undo_last` did, in one sentence (the command line and the app say it in the same words)."""
+    if undone is None:
+        return "There is nothing to undo: no bulk decision is left to revert."
+    batch, decision = undone
+    kept = decision.matched - decision.changed
+    when = str(batch["created_at"])[:19].replace("T", " ")
+    return (f"Undid '{batch['status']}' of {batch['count']} augmentation(s) (decision #{batch['id']}, "
+            f"{batch['origin']}, {when}): {decision.changed} restored"
+            + (f", {kept} left as they are ({kept} decided again since)." if kept else "."))
