@@ -22,7 +22,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -34,22 +33,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, cli_env as shared_cli_env, kill_when, run_cli, start_cli as shared_start_cli
+
 TINY = ["--model", "tiny-random", "--resolution", "64", "--no-progress"]
 
 
 def cli_env() -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    """helpers.cli_env with torch's own thread count (these runs' bytes are compared with in-process runs)."""
+    return shared_cli_env(OMP_NUM_THREADS=None)
 
 
 def cli(*args, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "diffusemix_core", *map(str, args)], capture_output=True,
-                          text=True, env=cli_env(), cwd=ROOT, timeout=timeout)
+    return run_cli(*args, timeout=timeout, env=cli_env())
 
 
 def start_cli(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "diffusemix_core", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
+    return shared_start_cli(*args, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -364,19 +363,8 @@ def _big_approved_workspace(ws: Path, rows: int) -> None:
 def _kill_while_zipping(ws: Path, to: Path) -> Path:
     """Start `export --zip`, SIGKILL it while its temp zip is being written; returns the temp zip left behind."""
     proc = start_cli("export", "--workspace", ws, "--to", to, "--zip", "--overwrite")
-    found = None
-    try:
-        while proc.poll() is None and found is None:
-            found = next((p for p in to.parent.iterdir() if p.name.startswith(".tmp-") and p.suffix == ".zip"), None)
-            if found is None:
-                time.sleep(0.001)
-        if found is not None:
-            os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None and found is None:
-            proc.kill()
-        proc.wait()
-    assert found is not None and proc.returncode == -signal.SIGKILL, "the export ended before it could be killed"
+    found = kill_when(proc, lambda: next((p for p in to.parent.iterdir()
+                                          if p.name.startswith(".tmp-") and p.suffix == ".zip"), None), every=0.001)
     assert found.exists() and not to.with_suffix(".zip").exists()
     return found
 
@@ -519,3 +507,35 @@ def test_a_share_applies_in_the_thread_that_runs_the_model(tmp_path, monkeypatch
             thread.join()
     assert seen == [7, 3]  # alone: 8 - 1 (one core for the pipeline); two runs: 8 // 2 - 1
     assert {(u["runs"], u["threads"]) for u in share.describe()["used"]} == {(1, 7), (2, 3)}
+
+
+def test_a_killed_runs_cpu_registration_stops_counting_and_is_cleaned_up(tmp_path, monkeypatch):
+    """Runs count each other through locks the operating system releases when a holder dies (filelock): a run
+    killed with SIGKILL stops counting at once, and its file goes once it is stale."""
+    import tempfile
+
+    from diffusemix_core.bulk import cpu_share
+    from diffusemix_core.bulk.cpu_share import CpuShare
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a private registry
+    code = ("import sys, time; from diffusemix_core.bulk.cpu_share import CpuShare; CpuShare().__enter__(); "
+            "print('registered', flush=True); time.sleep(600)")
+    other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             env={**cli_env(), "TMPDIR": str(tmp_path)}, cwd=ROOT)
+    try:
+        assert other.stdout.readline().strip() == "registered"
+        with CpuShare(reserve=0, cores=4) as share:
+            assert CpuShare.active_runs() == 2 and share.apply() == 2
+            other.kill()
+            other.wait(30)
+            assert CpuShare.active_runs() == 1 and share.apply() == 4  # the killed run no longer counts
+            files = list(cpu_share._folder().glob("run-*.lock"))
+            assert len(files) == 2  # its file stays until it is stale
+            monkeypatch.setattr(cpu_share, "STALE_AFTER", 0.0)
+            assert CpuShare.active_runs() == 1
+            assert [p.name for p in cpu_share._folder().glob("run-*.lock")] == [
+                Path(share._registration.lock_file).name]
+        assert list(cpu_share._folder().glob("run-*.lock")) == []  # a run that ends removes its own
+    finally:
+        other.kill()
+        other.wait(30)

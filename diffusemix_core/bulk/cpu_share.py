@@ -1,10 +1,12 @@
 """Sharing the CPU between bulk runs on one machine, so two runs do not each take every core.
 
-A run that computes on the CPU registers itself with :class:`CpuShare` (a lock file held open in a machine-wide
-folder, ``$TMPDIR/diffusemix-cpu-<uid>``); the number of live registrations is the number of runs sharing the cores.
+A run that computes on the CPU registers itself with :class:`CpuShare` (a lock file it holds, ``filelock``, in a
+machine-wide folder, ``$TMPDIR/diffusemix-cpu-<uid>``); the number of held registrations is the number of runs
+sharing the cores.
 Each run then gives torch ``cores // runs`` threads (one fewer when its own pipeline threads need a core), and
 looks again before each model step, in the thread that runs the model (torch's count is per thread), so a run that
-starts or ends is noticed. A killed run's file is no longer locked and is removed by the next count. What a run
+starts or ends is noticed. A killed run's file is no longer locked (the operating system released it) and is
+removed by a later count. What a run
 gave torch is recorded (:meth:`CpuShare.describe`, the ``cpu_share`` entry of ``runs.args``).
 
 On the CPU the last bits of Î can depend on torch's thread count (how reductions are split), so a run's share is
@@ -16,20 +18,23 @@ about 10x slower than one alone (OpenMP threads spinning against each other).
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import functools
 import logging
 import os
 import secrets
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Callable
+
+from filelock import FileLock, Timeout
 
 __all__ = ["CpuShare"]
 
 log = logging.getLogger(__name__)
+
+STALE_AFTER = 30.0  # seconds: an unheld registration older than this is a dead run's (a new one is held at once)
 
 
 def _folder() -> Path:
@@ -46,8 +51,7 @@ class CpuShare:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self.cores = cores
         self.reserve = reserve
-        self._fd: int | None = None
-        self._path: Path | None = None
+        self._registration: FileLock | None = None
         self._previous: int | None = None
         self.threads: int | None = None
         self._used: list[tuple[int, int]] = []  # (runs, threads), each pair once, in the order first applied
@@ -57,23 +61,18 @@ class CpuShare:
         import torch
 
         self._previous = torch.get_num_threads()
-        # locked under a name nobody counts, then renamed: a registration is never seen unlocked (and taken for a
-        # dead run's) between its creation and its lock
-        token = f"{os.getpid()}-{secrets.token_hex(4)}"
-        registering = _folder() / f".registering-{token}"
-        self._fd = os.open(registering, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        self._path = registering.with_name(f"run-{token}.lock")
-        os.rename(registering, self._path)
+        path = _folder() / f"run-{os.getpid()}-{secrets.token_hex(4)}.lock"
+        self._registration = FileLock(path, thread_local=False)  # released by the OS if this process dies
+        self._registration.acquire()
         return self
 
     def __exit__(self, *exc) -> None:
         import torch
 
-        if self._fd is not None:
-            os.close(self._fd)
+        if self._registration is not None:
+            self._registration.release()
             with contextlib.suppress(FileNotFoundError):
-                self._path.unlink()
+                Path(self._registration.lock_file).unlink()
         if self._previous is not None:
             torch.set_num_threads(self._previous)
 
@@ -82,21 +81,20 @@ class CpuShare:
         """Runs registered right now (at least 1: this one); files of dead runs are removed on the way."""
         count = 0
         for path in _folder().glob("run-*.lock"):
+            probe = FileLock(path, timeout=0, thread_local=False)
             try:
-                fd = os.open(path, os.O_RDWR)
+                probe.acquire()
+            except Timeout:
+                count += 1  # held by a live run (this one's own registration included)
+                continue
             except FileNotFoundError:
                 continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    count += 1  # held by a live run
-                continue
-            else:  # nobody holds it: its run is gone
+            try:  # nobody holds it: its run is gone (a fresh file may be one being registered: left alone)
                 with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+                    if time.time() - path.stat().st_mtime > STALE_AFTER:
+                        path.unlink()
             finally:
-                os.close(fd)
+                probe.release()
         return max(count, 1)
 
     def apply(self) -> int:
