@@ -16,7 +16,6 @@ Regenerate the shipped set: ``python -m diffusemix_core.engine.fractals --out fr
 from __future__ import annotations
 
 import argparse
-from collections import OrderedDict
 import logging
 import math
 from pathlib import Path
@@ -24,6 +23,7 @@ import threading
 from typing import Mapping, Sequence
 
 import numpy as np
+from cachetools import LRUCache
 from PIL import Image
 
 from ..checks import check_int
@@ -260,6 +260,15 @@ def _frozen_rgb(array: np.ndarray) -> np.ndarray:
     return image
 
 
+def _fit_cache(max_bytes: int) -> LRUCache:
+    """Fitted fractals by (id, height, width), least recently used out first, at most `max_bytes` of pixels."""
+    return LRUCache(maxsize=check_int("max_cache_bytes", int(max_bytes), minimum=0), getsizeof=_nbytes)
+
+
+def _nbytes(array: np.ndarray) -> int:
+    return int(array.nbytes)
+
+
 class FractalLibrary:
     """A set of fractal images with stable ids; decoded lazily, fitted per size with a bounded cache.
 
@@ -278,20 +287,28 @@ class FractalLibrary:
         }
         self.ids: list[str] = list(self._sources)
         self.origin = origin
-        self.max_cache_bytes = int(max_cache_bytes)
-        self._fitted: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
-        self._fitted_bytes = 0
         self._lock = threading.RLock()
+        self.max_cache_bytes = max_cache_bytes  # the fit cache: least recently used first out, bounded in bytes
 
     def __getstate__(self) -> dict:
         """Pickled without its lock and fit cache (DataLoader workers, Ray tasks): both are rebuilt empty."""
         state = self.__dict__.copy()
-        state.update(_fitted=OrderedDict(), _fitted_bytes=0, _lock=None)
+        state.update(_fitted=_fit_cache(self.max_cache_bytes), _lock=None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
+
+    @property
+    def max_cache_bytes(self) -> int:
+        """The bytes of fitted fractals kept (:meth:`fit`); setting it empties the cache."""
+        return int(self._fitted.maxsize)
+
+    @max_cache_bytes.setter
+    def max_cache_bytes(self, value: int) -> None:
+        with self._lock:
+            self._fitted = _fit_cache(value)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -358,17 +375,13 @@ class FractalLibrary:
         """The fractal resized to cover (height, width) and centre-cropped; cached per (id, height, width)."""
         key = (fractal_id, check_int("fit height", height, minimum=1), check_int("fit width", width, minimum=1))
         with self._lock:
-            cached = self._fitted.get(key)
+            cached = self._fitted.get(key)  # a hit becomes the most recently used
             if cached is not None:
-                self._fitted.move_to_end(key)
                 return cached
             fitted = fit_to(self.get(fractal_id), key[1], key[2])
             fitted.setflags(write=False)
-            self._fitted[key] = fitted
-            self._fitted_bytes += fitted.nbytes
-            while self._fitted_bytes > self.max_cache_bytes and len(self._fitted) > 1:
-                _, old = self._fitted.popitem(last=False)
-                self._fitted_bytes -= old.nbytes
+            if fitted.nbytes <= self._fitted.maxsize:  # one larger than the whole budget is not kept
+                self._fitted[key] = fitted
             return fitted
 
     def save(self, folder: str | Path) -> list[Path]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from cachetools import LRUCache
 from PIL import Image
 
 from ..errors import BadImageError
@@ -74,39 +75,31 @@ def _record_bytes(record: AugmentationRecord) -> int:
 
 
 class ResultCache:
-    """Recent results by id ("r-…"), so re-mixing works from an id: a thread-safe LRU bounded in bytes."""
+    """Recent results by id ("r-…"), so re-mixing works from an id: a thread-safe LRU bounded in bytes
+    (``cachetools``). A result larger than the whole budget is not kept (its id then answers "expired")."""
 
     def __init__(self, max_bytes: int = 512 * 1024**2) -> None:
         self.max_bytes = int(max_bytes)
-        self._items: OrderedDict[str, tuple[AugmentationRecord, int]] = OrderedDict()
-        self._bytes = 0
+        self._items: LRUCache[str, AugmentationRecord] = LRUCache(maxsize=self.max_bytes, getsizeof=_record_bytes)
         self._lock = threading.Lock()
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return int(self._items.currsize)
 
     def __len__(self) -> int:
         return len(self._items)
 
     def put(self, record: AugmentationRecord) -> str:
         result_id = "r-" + uuid.uuid4().hex[:12]
-        size = _record_bytes(record)
         with self._lock:
-            self._items[result_id] = (record, size)
-            self._bytes += size
-            while self._bytes > self.max_bytes and len(self._items) > 1:
-                _, (_, old) = self._items.popitem(last=False)
-                self._bytes -= old
+            if _record_bytes(record) <= self.max_bytes:
+                self._items[result_id] = record  # the least recently used go first
         return result_id
 
     def get(self, result_id: str) -> AugmentationRecord | None:
         with self._lock:
-            item = self._items.get(result_id)
-            if item is None:
-                return None
-            self._items.move_to_end(result_id)
-            return item[0]
+            return self._items.get(result_id)  # a hit becomes the most recently used
 
 
 class StageFiles:
