@@ -72,3 +72,15 @@ def test_preview_with_the_default_model_offline_says_what_to_do(tmp_path, image_
     assert result.returncode == 1
     assert "timbrooks/instruct-pix2pix" in result.stderr and "--model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_prompt_the_text_encoder_would_cut_off_is_warned_about_and_still_runs(tmp_path, image_file):
+    """Under the 200-character limit but over CLIP's 77 tokens once in the template: said on stderr, not refused."""
+    long = "film stock " + "0123456789" * 9  # 101 characters; CLIP reads each digit as a token
+    out = tmp_path / "out"
+    result = run_cli("preview", str(image_file), "--out", str(out), "--prompts", f"autumn,{long}", "--prompt",
+                     "autumn", *TINY)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "tokens, over the 77 the text encoder reads" in warnings[0]
+    assert long[:20] in warnings[0] and (out / "final.png").exists()

@@ -8,6 +8,7 @@ command runs, so ``python -m diffusemix_core --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 __all__ = ["MAX_IDS", "MAX_ROW_ID", "add_library_arguments", "add_model_arguments", "add_scorer_arguments",
@@ -159,12 +160,19 @@ def prompt_library_from_args(args: argparse.Namespace, fallback=None):
     if args.prompts and args.prompt_file:
         raise BadArgumentError("give --prompts or --prompt-file, not both")
     if args.prompt_file:
-        return PromptLibrary.load(args.prompt_file)
+        return _warn_long_prompts(PromptLibrary.load(args.prompt_file))
     if args.prompts:
         library = PromptLibrary.from_texts([p.strip() for p in args.prompts.split(",")])
         library.validate()
-        return library
+        return _warn_long_prompts(library)
     return fallback if fallback is not None else PromptLibrary.default()
+
+
+def _warn_long_prompts(library):
+    """Say on stderr which prompts the text encoder would cut off (estimated: the model is not loaded yet)."""
+    for warning in library.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    return library
 
 
 def fractal_library_from_args(args: argparse.Namespace):

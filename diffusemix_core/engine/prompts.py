@@ -35,6 +35,7 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from ..checks import check_name
 from ..errors import BadPromptError
 from .shipped import shipped
 
@@ -147,6 +148,7 @@ class PromptLibrary:
             text = entry.text
             if not isinstance(text, str) or not text.strip():
                 raise BadPromptError(f"empty prompt {text!r}; remove it or write some text.")
+            check_name("prompt", text, error=BadPromptError)  # the rule labels follow: no NUL, newline, override
             _check_prompt_length(text)
             key = text.strip().casefold()
             if key in seen:
