@@ -41,6 +41,8 @@ def test_a_run_reads_nfc_and_nfd_as_one_class_and_the_export_names_the_case_coll
     ws = tmp_path / "ws"
     run = cli(*augment_args(train, ws))
     assert run.returncode == 0, run.stderr
+    merged = [line for line in run.stdout.splitlines() if "Unicode forms" in line]  # the run says it merged them
+    assert len(merged) == 1 and merged[0].startswith("note: ") and f"one class {NFC!r}" in merged[0]
     assert sorted(query(ws, "SELECT label, count(*) FROM sources GROUP BY label")) == sorted([
         ("CAT", 1), ("cat", 1), (NFC, 2)])
 
@@ -83,3 +85,35 @@ def test_names_in_any_script_pass_the_rule_in_nfc():
     for text in ("autumn leaves", "猫", "chat noir é", "ثلج", "🦊 fox"):
         assert check_name("prompt", text) == unicodedata.normalize("NFC", text)
     assert check_name("label", NFD) == NFC
+
+
+@pytest.mark.parametrize("ch", ["\u202e", "\n", "\u200b"])
+def test_a_prompt_with_a_character_a_label_refuses_is_refused_by_the_command_in_one_line(ch, tmp_path):
+    train = tmp_path / "train"
+    write_train(train, classes=("cat",), per_class=1, seed=3)
+    run = cli(*augment_args(train, tmp_path / "ws"), "--prompts", f"autumn,snowy{ch}ish")
+    assert run.returncode == 1 and run.stdout == ""
+    line = run.stderr.strip()
+    assert "\n" not in line and line.startswith("error: prompt ") and f"U+{ord(ch):04X}" in line
+    assert not (tmp_path / "ws" / "manifest.sqlite").exists() or query(tmp_path / "ws",
+                                                                       "SELECT count(*) FROM augmentations") == [(0,)]
+
+
+def test_a_command_that_meets_a_full_disk_says_free_space_not_restore(tmp_path, monkeypatch):
+    """The CLI's one line for SQLite's errors: a full disk (SQLITE_FULL, or an I/O error with no room left) says
+    to free space and warns against restoring a backup; a damaged file still gets the restore advice."""
+    import argparse
+    import sqlite3 as sqlite
+
+    from diffusemix_core.cli.failures import failure_message
+    from diffusemix_core.workspace import health
+
+    args = argparse.Namespace(workspace=tmp_path, command="status")
+    full = failure_message(sqlite.OperationalError("database or disk is full"), args)
+    assert "free some space first" in full and "do not restore" in full
+    io_error = sqlite.OperationalError("disk I/O error")
+    assert "free some space first" not in failure_message(io_error, args)  # this disk has room
+    monkeypatch.setattr(health, "free_bytes", lambda folder: 4096)
+    assert "free some space first" in failure_message(io_error, args)
+    damaged = failure_message(sqlite.DatabaseError("file is not a database"), args)
+    assert "restore it from a backup" in damaged and "free some space" not in damaged

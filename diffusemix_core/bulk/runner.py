@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..engine.images import IGNORED_DIRS, IMAGE_EXTENSIONS
 from ..errors import BadArgumentError
+from ..workspace.labels import label_folders, read_label
 from ..workspace.manifest import now, write
 from .cpu_share import CpuShare
 from .options import AUTO_BATCH, MIX_FIELDS, AugmentOptions, MixOptions
@@ -81,7 +82,7 @@ def check_train_dir(train_dir: str | Path) -> Path:
 def scan_train_dir(train_dir: str | Path, skipped: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """(relative posix path, label) of every image file under ``train_dir/<class>/``, sorted.
 
-    The label is the class folder's name exactly as on disk. Hidden files and folders, ``__MACOSX`` and files
+    The label is the class folder's name in Unicode NFC (``workspace.labels.read_label``). Hidden files and folders, ``__MACOSX`` and files
     whose extension is not an image extension are ignored; class folders are walked recursively (links to folders
     are not followed). A name with an image extension that is not a regular file (a FIFO, a socket, a device, a
     broken link) is skipped, since reading it could block forever: ``(path, reason)`` is appended to `skipped`
@@ -100,7 +101,7 @@ def scan_train_dir(train_dir: str | Path, skipped: list[tuple[str, str]] | None 
         for file in _files_under(entry.path):
             rel = Path(file.path).relative_to(root).as_posix()
             if file.is_file():
-                found.append((rel, entry.name))
+                found.append((rel, read_label(entry.name)))  # café in NFC and NFD is one class
             else:
                 odd.append((rel, f"not a regular file ({_kind(file)}): skipped"))
     if stray:
@@ -278,7 +279,8 @@ def _run(workspace: Workspace, train_dir: Path, files, jobs: Jobs, options: Augm
          mixer: Mixer, generator, *, ignored, progress, cancel, share: CpuShare | None, stages=None,
          score: Score | None = None) -> RunSummary:
     started = time.perf_counter()
-    summary = RunSummary(run_id=0, images_total=len(files), scorer=score and score.model, ignored=list(ignored))
+    summary = RunSummary(run_id=0, images_total=len(files), scorer=score and score.model, ignored=list(ignored),
+                         label_notes=label_folders({rel.split("/", 1)[0] for rel, _ in files}).notes())
     planner = Planner(workspace.manifest, workspace.store, train_dir, mixer, jobs, seed=options.seed,
                       settings_key=args["settings"])
     summary.augmentations_planned = count_missing(workspace.manifest, files, jobs)

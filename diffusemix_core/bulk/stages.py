@@ -110,6 +110,7 @@ class RunSummary:
     images_failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path relative to train dir, reason)
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not regular files, never read
+    label_notes: list[str] = field(default_factory=list)  # class folders read as one class or renamed
     augmentations_planned: int = 0
     augmentations_added: int = 0
     generations_added: int = 0

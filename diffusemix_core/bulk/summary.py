@@ -51,6 +51,8 @@ def summary_line(summary: RunSummary, *, failures: int = 5) -> str:
     failed = describe_failures(summary, failures)
     if failed:
         text += "; failed: " + "; ".join(failed)
+    for note in summary.label_notes:
+        text += f"; note: {note.rstrip('.')}"
     if summary.ignored:
         text += f"; skipped {len(summary.ignored)} entries that are not regular files (first: {summary.ignored[0][0]})"
     return text + "."

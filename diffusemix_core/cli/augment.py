@@ -173,6 +173,8 @@ def run_augment_command(args: argparse.Namespace) -> int:
         print(f"  failed: {line}")
     for path, reason in summary.ignored:
         print(f"  skipped: {path}: {reason}")
+    for note in summary.label_notes:
+        print(f"note: {note}")
     print_run_scores(summary, args)
     if is_test_model(options.settings.model):
         print(f"note: {options.settings.model} is an {UNTRAINED_NOTE}.")

@@ -93,6 +93,11 @@ def _database_message(exc: sqlite3.DatabaseError, args: argparse.Namespace) -> s
     db = f"the manifest '{Path(workspace) / 'manifest.sqlite'}'" if workspace is not None else "the manifest"
     code = getattr(exc, "sqlite_errorname", None) or ""  # Python 3.11+, e.g. SQLITE_NOTADB, SQLITE_IOERR_WRITE
     text = str(exc)
+    if workspace is not None:
+        from ..workspace.health import disk_full_error, is_disk_full
+
+        if is_disk_full(exc, Path(workspace)):  # a full disk reads like damage to SQLite: free space first
+            return str(disk_full_error(Path(workspace), exc))
     if code.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or "not a database" in text or "malformed" in text:
         return (f"{db} is damaged or not a SQLite database ({text}); restore it from a backup or recover what "
                 "it holds (`sqlite3 manifest.sqlite .recover`), or start a new --workspace.")
