@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 # the optional Ray engine: its tests (tests/test_ray.py) fail rather than skip under CI when ray is missing
 python -m pip install --quiet --disable-pip-version-check -r requirements-ray.txt
+# the package itself, editable: tests import it as an installed user does, from any folder
+python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 
 # The browser test drives Debian's Chromium (Playwright cannot download browsers here).
 if ! command -v chromium >/dev/null 2>&1; then

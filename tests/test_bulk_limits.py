@@ -26,7 +26,8 @@ from diffusemix_core.bulk.runner import run_augment
 from diffusemix_core.engine.fractals import FractalLibrary
 from diffusemix_core.engine.generation import GenerationResult, GenerationSettings
 from diffusemix_core.workspace.folder import Workspace
-from test_cli_workspace import ROOT, assert_exactly_once, augment_args, cli_env, make_dataset, run_cli
+from helpers import ROOT, cli_env, run_cli
+from test_cli_workspace import assert_exactly_once, augment_args, make_dataset
 
 FRACTALS = FractalLibrary.procedural(3, seed=0, size=32)
 

@@ -49,6 +49,7 @@ FLAGS = {
     "--device": ("cpu", "settings.device", "cpu"),
     "--dtype": ("float32", "settings.dtype", "float32"),
     "--revision": ("main", "settings.revision", "main"),
+    "--stall-timeout": ("120", "stall_timeout", 120.0),
 }
 NO_FLAG = {"settings", "mix", "threads", "mix.masks"}  # options the command line does not set
 
@@ -98,13 +99,13 @@ def test_mix_options_are_the_mixers_parameters_and_reach_it():
 
 
 def test_a_ray_worker_rebuilds_the_mixer_from_the_same_mix_options():
-    from diffusemix_core.bulk.ray_runner import _MixerSpec
+    from diffusemix_core.bulk.ray_runner import MixerSpec
 
     mix = MixOptions(lam=0.45, feather=2, masks=("top",))
-    spec = _MixerSpec.of(mix.mixer(None, FRACTALS), mix)
+    spec = MixerSpec.of(mix.mixer(None, FRACTALS), mix)
     rebuilt = spec.mixer()
     assert spec.mix == mix and (rebuilt.lam, rebuilt.feather, rebuilt.masks) == (0.45, 2, ("top",))
-    assert spec.digest != _MixerSpec.of(mix.mixer(None, FRACTALS), MixOptions(lam=0.45, feather=3)).digest
+    assert spec.digest != MixerSpec.of(mix.mixer(None, FRACTALS), MixOptions(lam=0.45, feather=3)).digest
 
 
 @pytest.mark.parametrize(("make", "words"), [

@@ -8,13 +8,10 @@ CMYK, 16-bit, palette, animated, alpha) and bad files (truncated JPEG, empty PNG
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
 import struct
 import subprocess
 import sys
-import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -25,21 +22,11 @@ import pytest
 from PIL import Image
 
 from diffusemix_core.engine.images import load_image
+from helpers import ROOT, TINY, cli_env, kill_when, manifest_count, run_cli, start_cli  # noqa: F401 (shared)
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", "tiny-random", "--resolution", "64", "--steps", "2"]
 CLASSES = ("cat", "café au lait", "dog")
 PER_IMAGE = 2
 BATCH = 2
-
-
-def cli_env() -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-
-
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "diffusemix_core", *map(str, args)], capture_output=True,
-                          text=True, env=cli_env(), cwd=ROOT, timeout=timeout)
 
 
 def augment_args(train: Path, ws: Path, *extra: str) -> list[str]:
@@ -179,28 +166,7 @@ def killed_then_resumed(dataset, tmp_path_factory):
     train, info = dataset
     ws = tmp_path_factory.mktemp("ws2") / "workspace"
     expected = len(info["good"]) * PER_IMAGE
-    proc = subprocess.Popen([sys.executable, "-m", "diffusemix_core", *augment_args(train, ws)], env=cli_env(),
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    count_at_kill = None
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (ws / "manifest.sqlite").exists():
-                try:
-                    n = rows(ws, "SELECT count(*) FROM augmentations")[0][0]
-                except sqlite3.OperationalError:  # schema not created yet
-                    n = 0
-                if n > 0:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    count_at_kill = n
-                    break
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None and count_at_kill is None:
-            proc.kill()
-        proc.wait()
-    assert count_at_kill is not None, "the run finished (or never wrote) before it could be killed"
-    assert proc.returncode == -signal.SIGKILL
+    count_at_kill = kill_when(start_cli(*augment_args(train, ws)), lambda: manifest_count(ws))
     assert 0 < count_at_kill < expected
     result = run_cli(*augment_args(train, ws))
     return ws, result, count_at_kill

@@ -10,12 +10,10 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +29,8 @@ from diffusemix_core.engine.fractals import FractalLibrary
 from diffusemix_core.engine.generation import GenerationSettings
 from diffusemix_core.engine.pix2pix import Pix2PixGenerator
 from diffusemix_core.workspace.folder import Workspace
-from test_cli_workspace import (BATCH, PER_IMAGE, ROOT, assert_exactly_once, augment_args, choices_by_slot, cli_env,
-                                make_dataset, rows)
+from helpers import ROOT, cli_env, kill_when, manifest_count, run_cli, start_cli
+from test_cli_workspace import BATCH, PER_IMAGE, assert_exactly_once, augment_args, choices_by_slot, make_dataset, rows
 
 SEED = 3  # test_cli_workspace.augment_args' seed
 SETTINGS = GenerationSettings(model="tiny-random", resolution=64, steps=2)  # what TINY gives on the command line
@@ -165,30 +163,11 @@ def test_a_killed_driver_is_resumed_by_the_same_command(cluster, dataset, local_
     dead driver's journalled files are cleaned up (no orphan, no pending journal entry)."""
     train, info = dataset
     ws = tmp_path / "ws"
-    command = [sys.executable, "-m", "diffusemix_core", *augment_args(train, ws, *RAY_FLAGS, "--address", cluster)]
-    proc = subprocess.Popen(command, env=cli_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    count_at_kill = None
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (ws / "manifest.sqlite").exists():
-                try:
-                    count_at_kill = rows(ws, "SELECT count(*) FROM augmentations")[0][0] or None
-                except sqlite3.OperationalError:  # schema not created yet
-                    pass
-                if count_at_kill:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    break
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None and count_at_kill is None:
-            proc.kill()
-        stderr = proc.communicate()[1].decode(errors="replace")
-    assert count_at_kill is not None, f"the run finished (or never wrote) before it could be killed: {stderr[-2000:]}"
-    assert proc.returncode == -signal.SIGKILL
+    flags = augment_args(train, ws, *RAY_FLAGS, "--address", cluster)
+    count_at_kill = kill_when(start_cli(*flags, stderr=subprocess.PIPE), lambda: manifest_count(ws), timeout=120)
     assert 0 < count_at_kill < len(info["good"]) * PER_IMAGE
 
-    again = subprocess.run(command, env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=240)
+    again = run_cli(*flags, timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Traceback" not in again.stderr
     assert_exactly_once(ws, info)
@@ -313,7 +292,7 @@ def test_the_apps_dataset_tab_submits_to_the_ray_address_it_was_started_with(clu
 
     from gradio_client import Client, handle_file
 
-    from app import AppConfig, build_app, launch_kwargs
+    from diffusemix_core.ui import AppConfig, build_app, launch_kwargs
 
     train, info = dataset
     archive = tmp_path / "data.zip"

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from diffusemix_core.bulk.ray_cluster import DRIVERS, _start_time, end_leftover_local_rays, session_processes
-from test_cli_workspace import ROOT, TINY, assert_exactly_once, cli_env, make_dataset, rows
+from helpers import ROOT, TINY, cli_env
+from test_cli_workspace import assert_exactly_once, make_dataset, rows
 from test_ray import _ray
 
 pytestmark = pytest.mark.timeout(900)

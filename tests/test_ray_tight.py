@@ -28,7 +28,8 @@ from diffusemix_core.bulk.runner import run_augment
 from diffusemix_core.engine.generation import GenerationSettings
 from diffusemix_core.engine.pix2pix import Pix2PixGenerator
 from diffusemix_core.workspace.folder import Workspace
-from test_cli_workspace import ROOT, _smooth, assert_store_consistent, cli_env, rows
+from helpers import ROOT, cli_env
+from test_cli_workspace import _smooth, assert_store_consistent, rows
 from test_ray import _ray
 
 pytestmark = pytest.mark.timeout(900)

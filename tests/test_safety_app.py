@@ -40,7 +40,8 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, cli_env, run_cli
+
 EXAMPLE = ROOT / "examples" / "landscape.png"
 APP_ARGS = ["--model", "tiny-random", "--resolution", "64", "--steps", "2", "--device", "cpu"]
 CLASSES = {"remix": 2, "undo": 4, "race": 10}  # one class of the bulk zip per test that decides on bulk items
@@ -77,9 +78,7 @@ def status_of(ws: Path, aug_id: int) -> str:
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "diffusemix_core", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=120)
+    return run_cli(*args, timeout=120, env=cli_env(OMP_NUM_THREADS=None))
 
 
 def augment(client: Client, *, seed: int, lam: float = 0.2, image=EXAMPLE):
@@ -514,8 +513,9 @@ def test_only_export_zips_and_display_images_are_served(app, bulk):
     assert cli("review", "--workspace", ws, "--approve", "--label", "race").returncode == 0  # a bulk run + backup
     zip_path, _ = client.predict("approved", False, api_name="/export")
     assert zipfile.is_zipfile(zip_path)
-    upload = next((ws / "datasets").iterdir())
+    upload = next(p for p in (ws / "datasets").iterdir() if p.is_dir() and not p.name.startswith("."))
     for path in (sorted((ws / "backups").iterdir())[0], sorted((ws / "images").rglob("*.png"))[0], ws / ".lock",
+                 ws / "datasets" / ".lock",
                  next(upload.rglob("upload.json")), next(upload.rglob("*.png")), ROOT / "app.py",
                  Path("/etc/hostname")):
         refused(path)

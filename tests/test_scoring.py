@@ -18,6 +18,7 @@ from diffusemix_core.errors import BadArgumentError, ModelUnavailableError
 from diffusemix_core.engine.test_models import TEST_SCORERS, UNTRAINED_SCORER_NOTE, build_tiny_random_clip, is_test_model
 from diffusemix_core.curation.class_names import class_names, load_class_mapping, name_from_label
 from diffusemix_core.curation.label_scorer import DEFAULT_SCORER, DEFAULT_TEMPLATES, LabelConsistency, LabelScorer
+from helpers import save_tiny_clip
 
 NAMES = ["tench", "goldfish", "great white shark", "tabby cat", "golden retriever"]
 
@@ -44,10 +45,7 @@ def images():
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """The tiny scorer written the way a real CLIP snapshot is laid out (save_pretrained of all three parts)."""
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    for part in build_tiny_random_clip():
-        part.save_pretrained(folder)
-    return folder
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 # --------------------------------------------------------------------------------------------------- import

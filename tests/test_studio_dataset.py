@@ -108,9 +108,9 @@ def test_the_folder_of_a_run_is_an_upload_or_an_allowed_typed_folder(workspace, 
 
 
 def test_the_uploads_line_shows_a_small_quota_in_megabytes(workspace):
-    assert runs(workspace, quota=5_000_000).uploads_table() == ([], "0 uploaded dataset(s), 0.0 MB of 5.0 MB.")
+    assert runs(workspace, quota=5_000_000).uploads_table() == ([], "0 uploaded dataset(s), 0 B of 5.0 MB.")
     assert runs(workspace, quota=10 * 1000**3).uploads_table()[1].endswith("of 10.0 GB.")
-    assert runs(workspace).uploads_table()[1] == "0 uploaded dataset(s), 0.0 MB."
+    assert runs(workspace).uploads_table()[1] == "0 uploaded dataset(s), 0 B."
 
 
 def test_a_run_uses_the_mask_feather_it_is_given(workspace, tmp_path):

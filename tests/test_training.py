@@ -4,11 +4,8 @@ classes differ by colour, with a workspace made by the real bulk run on the untr
 from __future__ import annotations
 
 import csv
-import os
 import pickle
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +25,8 @@ from diffusemix_core.training.losses import jsd_loss
 from diffusemix_core.bulk.runner import run_augment
 from diffusemix_core.bulk.options import AugmentOptions
 from diffusemix_core.workspace.folder import Workspace
+from helpers import run_cli
 
-REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"blue": (40, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}
 FRACTALS = FractalLibrary.procedural(4, seed=0, size=64)
 SIZE = 32
@@ -294,8 +291,7 @@ def test_train_command_runs_every_arm_writes_its_outputs_and_learns_the_toy_task
 
 
 def test_the_command_line_entry_point_has_train():
-    proc = subprocess.run([sys.executable, "-m", "diffusemix_core", "train", "--help"], capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    proc = run_cli("train", "--help", timeout=120)
     assert proc.returncode == 0 and "--val-dir" in proc.stdout and "--jsd" in proc.stdout
 
 
