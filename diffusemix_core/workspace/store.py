@@ -2,7 +2,7 @@
 
 An image's name is the sha256 of its shape and decoded pixels (:func:`images.image_key`), so storing the same
 image twice writes one file, and a name always means the same pixels. Files are written atomically (temp file,
-fsync, ``os.replace``: see ``safe_files``), so a name in the store always holds a complete file. The store itself
+fsync, ``os.replace``: see ``files.py``), so a name in the store always holds a complete file. The store itself
 knows nothing of the manifest: which files are referenced, and which were journalled by a writer that died, is the
 manifest's business (``workspace.Workspace.gc`` and ``check`` join the two).
 
