@@ -36,18 +36,20 @@ def test_default_file_has_the_documented_format():
 def test_round_trip(tmp_path, suffix):
     lib = PromptLibrary(
         [PromptEntry("autumn"), PromptEntry('neon "cyberpunk" \\ city'), PromptEntry("vitrail ü 浮世絵", False),
-         PromptEntry("tab\tand\nnewline")],
+         PromptEntry("tab and  two spaces")],
         template="Make it look like {prompt}, keep the {{layout}}",
     )
     path = tmp_path / f"lib{suffix}"
     lib.save(path)
     loaded = PromptLibrary.load(path)
     assert loaded == lib
-    assert loaded.enabled() == ['autumn', 'neon "cyberpunk" \\ city', "tab\tand\nnewline"]
+    assert loaded.enabled() == ['autumn', 'neon "cyberpunk" \\ city', "tab and  two spaces"]
     assert loaded.render("x") == "Make it look like x, keep the {layout}"
 
 
-prompt_text = st.text(min_size=1, max_size=MAX_PROMPT_CHARS).filter(lambda t: t.strip() == t and t != "")
+# control, format and separator characters are refused with a reason (test_workspace_labels), so not drawn here
+prompt_text = st.text(st.characters(exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")), min_size=1,
+                      max_size=MAX_PROMPT_CHARS).filter(lambda t: t.strip() == t and t != "")
 
 
 @given(texts=st.lists(prompt_text, min_size=1, max_size=6, unique_by=str.casefold),

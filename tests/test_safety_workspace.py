@@ -518,7 +518,7 @@ def test_a_killed_runs_cpu_registration_stops_counting_and_is_cleaned_up(tmp_pat
     from diffusemix_core.bulk.cpu_share import CpuShare
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a private registry
-    code = ("import sys, time; from diffusemix_core.bulk.cpu_share import CpuShare; CpuShare().__enter__(); "
+    code = ("import sys, time; from diffusemix_core.bulk.cpu_share import CpuShare; share = CpuShare(); share.__enter__(); "
             "print('registered', flush=True); time.sleep(600)")
     other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                              env={**cli_env(), "TMPDIR": str(tmp_path)}, cwd=ROOT)

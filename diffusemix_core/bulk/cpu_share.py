@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 STALE_AFTER = 30.0  # seconds: an unheld registration older than this is a dead run's (a new one is held at once)
 
 
+# registrations held by this process: filelock's locks are re-entrant within a process, so a probe would take them
+_HELD: set[str] = set()
+
+
 def _folder() -> Path:
     folder = Path(tempfile.gettempdir()) / f"diffusemix-cpu-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
@@ -64,12 +68,14 @@ class CpuShare:
         path = _folder() / f"run-{os.getpid()}-{secrets.token_hex(4)}.lock"
         self._registration = FileLock(path, thread_local=False)  # released by the OS if this process dies
         self._registration.acquire()
+        _HELD.add(str(path))
         return self
 
     def __exit__(self, *exc) -> None:
         import torch
 
         if self._registration is not None:
+            _HELD.discard(str(self._registration.lock_file))
             self._registration.release()
             with contextlib.suppress(FileNotFoundError):
                 Path(self._registration.lock_file).unlink()
@@ -81,6 +87,9 @@ class CpuShare:
         """Runs registered right now (at least 1: this one); files of dead runs are removed on the way."""
         count = 0
         for path in _folder().glob("run-*.lock"):
+            if str(path) in _HELD:
+                count += 1  # a run of this process
+                continue
             probe = FileLock(path, timeout=0, thread_local=False)
             try:
                 probe.acquire()

@@ -84,7 +84,7 @@ def disk_full_error(folder: Path, exc: BaseException) -> WorkspaceError:
     free = free_bytes(folder)
     left = "" if free is None else f", {format_size(free)} free"
     return WorkspaceError(
-        f"the disk holding workspace '{folder}' is full ({exc}{left}): free some space first, then run the command "
+        f"the disk holding workspace '{folder}' is full: no space left ({exc}{left}): free some space first, then run the command "
         f"again; the manifest is most likely intact, so do not restore a backup over it (that would lose every "
         f"decision made since the backup).")
 
