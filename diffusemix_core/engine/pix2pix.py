@@ -130,6 +130,10 @@ class Pix2PixGenerator:
                 self._pipeline.set_progress_bar_config(disable=True)
             import torch
 
+            if self.settings.lora is not None:  # a pipeline of its own: the shared one stays without the adapter
+                from .lora import apply_lora
+
+                self._pipeline = apply_lora(self._pipeline, self.settings.lora, self.settings.lora_scale)
             pipe = self._pipeline
             prepare_pipeline(pipe)
             self._unet = compile_unet(pipe.unet) if self.settings.compile else pipe.unet
