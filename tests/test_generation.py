@@ -227,6 +227,8 @@ def test_counters_show_one_encoding_per_prompt_and_per_image():
         "text_encoder": len(prompts) + 1,  # each prompt once, plus the empty negative prompt once
         "vae_encode": n_images,
         "unet": STEPS * batches,  # the three guidance branches share one UNet call per step
+        "unet_rows": STEPS * 3 * len(reqs),  # 60 evaluations per augmentation at 20 steps
+        "unet_shallow_rows": 0,
         "vae_decode": batches,
     }
     assert calls[-1] == (len(reqs), len(reqs)) and len(calls) == batches

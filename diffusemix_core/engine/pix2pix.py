@@ -1,22 +1,24 @@
 """The InstructPix2Pix denoising loop: a batched, cached generator from (image, rendered prompt, seed) to Î.
 
-Generation is InstructPix2Pix (diffusers' ``StableDiffusionInstructPix2PixPipeline``) with the Euler-ancestral
-scheduler, as in the authors' public code. :class:`Pix2PixGenerator` runs the pipeline's own components
-(tokenizer, text encoder, VAE, UNet, scheduler) in a loop of its own because the stock ``__call__`` cannot reuse
-work across calls; the loop keeps the stock behaviour step for step:
+Generation is InstructPix2Pix (diffusers' ``StableDiffusionInstructPix2PixPipeline``) with, by default, the
+Euler-ancestral scheduler, as in the authors' public code. :class:`Pix2PixGenerator` runs the pipeline's own
+components (tokenizer, text encoder, VAE, UNet, scheduler) in a loop of its own because the stock ``__call__``
+cannot reuse work across calls; with the default settings the loop keeps the stock behaviour step for step:
 
 * each distinct rendered prompt (and the empty negative prompt) goes through the text encoder once;
 * each distinct source image (``image_key``) is VAE-encoded once, ``latent_dist.mode()`` unscaled, as the
   pipeline's ``prepare_image_latents`` does;
-* requests of the same working size are denoised together, and classifier-free guidance runs its three branches
-  (text+image, image only, neither) in ONE UNet call per step;
-* every request draws its initial noise and its Euler-ancestral step noise from its own CPU ``torch.Generator``
-  seeded with the request's seed, so a result does not depend on the rest of its batch, and a request equals a
-  stock pipeline call made with ``generator=torch.Generator().manual_seed(seed)`` (tests check both).
+* requests of the same working size are denoised together, and classifier-free guidance runs its branches
+  (text+image, image only, neither) in ONE UNet call per step, and only those its formula needs: with image
+  guidance 1 the unconditional branch cancels exactly, so 2 branches run instead of 3;
+* every request draws its initial noise and its step noise from its own CPU ``torch.Generator`` seeded with the
+  request's seed, so a result does not depend on the rest of its batch, and a request equals a stock pipeline
+  call made with ``generator=torch.Generator().manual_seed(seed)`` (tests check both).
 
-What it is asked and gives (settings, requests, results) is ``generation.py``; where the models come from is
-``model_loading.py``; how it uses a GPU well is ``gpu_tuning.py``. torch and diffusers are imported lazily so that
-``import diffusemix_core`` stays fast.
+The settings choose the scheduler (``schedulers.py``), the step count, a LoRA (``lora.py``) and feature caching
+between steps (``feature_cache.py``). What it is asked and gives (settings, requests, results) is
+``generation.py``; where the models come from is ``model_loading.py``; how it uses a GPU well is
+``gpu_tuning.py``. torch and diffusers are imported lazily so that ``import diffusemix_core`` stays fast.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ from PIL import Image
 
 from ..checks import check_int
 from ..errors import BadArgumentError, DiffuseMixError
+from .feature_cache import FeatureCache
 from .generation import GenerationRequest, GenerationResult, GenerationSettings, working_size
 from .gpu_tuning import Float32Decoder, auto_batch_size, compile_unet, prepare_pipeline
 from .model_loading import load_pipeline
+from .schedulers import make_scheduler
+from .schedulers import step as scheduler_step
 from .test_models import is_test_model
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -45,7 +50,9 @@ __all__ = ["COUNTER_NAMES", "Pix2PixGenerator"]
 
 log = logging.getLogger(__name__)
 
-COUNTER_NAMES = ("text_encoder", "vae_encode", "unet", "vae_decode")
+# unet: UNet calls (one per step and batch); unet_rows: UNet evaluations (batch rows x calls, the cost measure);
+# unet_shallow_rows: those of them that ran only the shallow blocks (feature caching)
+COUNTER_NAMES = ("text_encoder", "vae_encode", "unet", "unet_rows", "unet_shallow_rows", "vae_decode")
 MAX_DEGENERATE_RETRIES = 3
 BLACK_MAX_VALUE = 2  # an output whose brightest channel value is <= this counts as all black
 _PROMPT_CACHE_SIZE = 1024  # prompt embeddings kept (each (1, 77, d))
@@ -158,7 +165,7 @@ class Pix2PixGenerator:
         return auto_batch_size(self, height or side, width or side)
 
     def probe_step(self, batch: int, height: int, width: int) -> None:
-        """One classifier-free-guidance UNet step and one VAE decode of `batch` random latents (memory probes)."""
+        """One UNet step (with the settings' guidance branches) and one VAE decode of `batch` random latents (memory probes)."""
         import torch
 
         self.load()
@@ -166,8 +173,9 @@ class Pix2PixGenerator:
         with self._lock, torch.inference_mode():
             shape = (batch, pipe.vae.config.latent_channels, height // factor, width // factor)
             latents = torch.randn(shape, device=self.device, dtype=self.dtype)
-            embeds = self._prompt_embeds("").expand(3 * batch, -1, -1)
-            model_input = torch.cat([torch.cat([latents] * 3), torch.cat([latents] * 3)], dim=1)
+            rows = self.settings.guidance_branches() * batch
+            embeds = self._prompt_embeds("").expand(rows, -1, -1)
+            model_input = torch.cat([latents.repeat(rows // batch, 1, 1, 1)] * 2, dim=1)
             self._unet(model_input, 999, encoder_hidden_states=embeds, return_dict=False)
             pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)
 
@@ -305,44 +313,59 @@ class Pix2PixGenerator:
         return out
 
     def _denoise(self, batch: Sequence[_Work]) -> torch.Tensor:
-        """The InstructPix2Pix loop of the stock pipeline, on a batch, with one CPU generator per request."""
+        """The InstructPix2Pix loop of the stock pipeline, on a batch, with one CPU generator per request.
+
+        Guidance runs only the branches its formula needs (``GenerationSettings.guidance_branches``): with image
+        guidance 1 the unconditional term cancels from ε∅ + s_T(ε_T − ε_I) + s_I(ε_I − ε∅), leaving
+        ε_I + s_T(ε_T − ε_I), so that branch is not computed (exact up to float rounding).
+        """
         import torch
-        from diffusers import EulerAncestralDiscreteScheduler
         from diffusers.utils.torch_utils import randn_tensor
 
         pipe, s = self._pipeline, self.settings
         device, dtype = self.device, pipe.text_encoder.dtype
         n = len(batch)
+        branches = s.guidance_branches()
         text = torch.cat([self._prompt_embeds(w.request.prompt_text) for w in batch])
         image_latents = torch.cat([self._image_latents(w) for w in batch])
-        do_cfg = s.guidance_scale > 1.0 and s.image_guidance_scale >= 1.0  # the pipeline's rule
-        if do_cfg:
+        if branches > 1:
             negative = self._prompt_embeds("").expand(n, -1, -1)
-            embeds = torch.cat([text, negative, negative])
-            image_latents = torch.cat([image_latents, image_latents, torch.zeros_like(image_latents)])
+            embeds = torch.cat([text, negative, negative][:branches])
+            image_latents = torch.cat([image_latents, image_latents, torch.zeros_like(image_latents)][:branches])
         else:
             embeds = text
 
-        scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)  # per batch: no shared state
-        scheduler.set_timesteps(s.steps, device=device)
+        scheduler = make_scheduler(s.scheduler, pipe.scheduler.config, steps=s.steps, device=device)  # per batch
         generators = [torch.Generator("cpu").manual_seed(w.seed) for w in batch]
         height, width = batch[0].size
         factor = pipe.vae_scale_factor
         shape = (n, pipe.vae.config.latent_channels, height // factor, width // factor)
         latents = randn_tensor(shape, generator=generators, device=device, dtype=dtype) * scheduler.init_noise_sigma
+        # feature caching calls the UNet's blocks itself: the eager UNet, never a torch.compile wrapper
+        cache = FeatureCache(pipe.unet, s.cache_interval) if s.cache_interval > 1 else None
 
-        for t in scheduler.timesteps:
-            model_input = torch.cat([latents] * 3) if do_cfg else latents
+        for index, t in enumerate(scheduler.timesteps):
+            model_input = torch.cat([latents] * branches)
             model_input = scheduler.scale_model_input(model_input, t)
             model_input = torch.cat([model_input, image_latents], dim=1)
-            noise = self._unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            rows = model_input.shape[0]
+            if cache is None:
+                noise = self._unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            else:
+                if not cache.is_full(index):
+                    self.counters["unet_shallow_rows"] += rows
+                noise = cache(model_input, t, embeds, index)
             self.counters["unet"] += 1
-            if do_cfg:
+            self.counters["unet_rows"] += rows
+            if branches == 3:
                 noise_text, noise_image, noise_uncond = noise.chunk(3)
                 noise = (
                     noise_uncond
                     + s.guidance_scale * (noise_text - noise_image)
                     + s.image_guidance_scale * (noise_image - noise_uncond)
                 )
-            latents = scheduler.step(noise, t, latents, generator=generators, return_dict=False)[0]
+            elif branches == 2:
+                noise_text, noise_image = noise.chunk(2)
+                noise = noise_image + s.guidance_scale * (noise_text - noise_image)
+            latents = scheduler_step(scheduler, noise, t, latents, generators)
         return latents
