@@ -5,6 +5,7 @@
     python -m bench.generation --images 8 --prompts 9 --model random-full --dtype float16 --batch-size 8
     python -m bench.generation --model random-full --flops-only --steps 1 --source-size 512x512   # FLOPs only
     python -m bench.generation --sweep --model random-full --dtype float16      # on a GPU: the throughput table
+    python -m bench.generation --modes --images 2 --repeats 2 --threads 2       # presets, 2 branches, caching
 
 ``--sweep`` measures the engine alone, as a bulk run uses it, at 512² and 256², batch 1/4/8/16, without and with
 ``--compile``: images/s, achieved TFLOP/s (the model FLOPs of one augmentation × images/s), the share of the card's
@@ -78,6 +79,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep-resolutions", default="512,256", help="resolutions of --sweep (default 512,256)")
     p.add_argument("--sweep-batches", default="1,4,8,16", help="batch sizes of --sweep (default 1,4,8,16)")
     p.add_argument("--no-compile", action="store_true", help="--sweep without the torch.compile rows")
+    p.add_argument("--modes", action="store_true",
+                   help="cost of each preset, the exact 2-branch case and feature caching (bench/generation_modes.py)")
+    p.add_argument("--cache-interval", type=int, default=3, help="feature-caching interval of --modes (default 3)")
+    p.add_argument("--compile-rows", action="store_true", help="--modes with torch.compile rows (a GPU)")
     return p.parse_args(argv)
 
 
@@ -315,6 +320,12 @@ def main(argv=None) -> int:
         return 2
     if args.sweep:
         return sweep(args)
+    if args.modes:
+        from bench.generation_modes import run as run_modes
+
+        if args.model is None and args.resolution == 512 and not torch.cuda.is_available():
+            args.resolution = 256  # the CPU default of --modes: random-full at 256²
+        return run_modes(args, make_sources, sync)
     source_size = None
     if args.source_size:
         try:
