@@ -3,6 +3,8 @@
 * ``tiny-random``: an untrained miniature InstructPix2Pix (tests, offline demos). Its outputs are noise-like.
 * ``random-full``: the full SD-1.5-shaped InstructPix2Pix architecture with random weights (compute benchmarks:
   the arithmetic is the real model's).
+* :func:`build_tiny_random_lora`: a random LoRA adapter for the ``tiny-random`` UNet, written as a folder
+  (tests of ``--lora``); it changes the output and means nothing.
 * ``tiny-random-clip``: an untrained miniature CLIP for the label-consistency scorer
   (``curation/label_scorer.py``); its probabilities say nothing about the image.
 
@@ -31,6 +33,7 @@ __all__ = [
     "UNTRAINED_SCORER_NOTE",
     "build_random_full_pipeline",
     "build_tiny_random_clip",
+    "build_tiny_random_lora",
     "build_tiny_random_pipeline",
     "is_test_model",
     "tiny_tokenizer",
@@ -202,6 +205,41 @@ def build_random_full_pipeline(seed: int = 0, dtype: Any = None) -> StableDiffus
         ),
     )
     return pipe.to(dtype=torch_dtype(dtype))
+
+
+LORA_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections, as LCM-LoRA and most others
+
+
+def build_tiny_random_lora(folder: str | Path, *, rank: int = 4, seed: int = 0, text_encoder: bool = False) -> Path:
+    """Write a random LoRA for the ``tiny-random`` UNet into `folder` (``pytorch_lora_weights.safetensors``).
+
+    PEFT's LoRA on the attention projections (to_q, to_k, to_v, to_out.0) with both A and B random (B is zero in
+    a freshly initialised adapter, which would change nothing), saved by the pipeline class's
+    ``save_lora_weights`` so that ``load_lora_weights`` reads it back. ``text_encoder=True`` adds one on the text
+    encoder's attention (q_proj, k_proj, v_proj, out_proj), as some adapters have. Built offline; the same
+    ``seed`` writes the same bytes. Returns the folder.
+    """
+    import torch
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = build_tiny_random_pipeline()
+    layers = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(LORA_TARGET_MODULES),
+                                         init_lora_weights=False))
+        layers["unet_lora_layers"] = get_peft_model_state_dict(pipe.unet)
+        if text_encoder:
+            config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+            inject_adapter_in_model(config, pipe.text_encoder)
+            layers["text_encoder_lora_layers"] = get_peft_model_state_dict(pipe.text_encoder)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    StableDiffusionInstructPix2PixPipeline.save_lora_weights(folder, **layers)
+    return folder
 
 
 # --------------------------------------------------------------------------------------------------- scorer
