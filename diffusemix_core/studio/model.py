@@ -10,6 +10,7 @@ Hugging Face Spaces (a no-op elsewhere).
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -37,7 +38,7 @@ class ModelHolder:
 
     def __init__(self, model: str, *, device: str = "auto", steps: int = 20, resolution: int = 512) -> None:
         self.model, self.device, self.steps, self.resolution = model, device, steps, resolution
-        self._generators: dict[GenerationSettings, Any] = {}
+        self._generators: dict[tuple[GenerationSettings, str | None], Any] = {}
         self._lock = threading.Lock()
         self.error: str | None = None
         self.loaded = False
@@ -64,16 +65,18 @@ class ModelHolder:
 
         settings = settings if settings is not None else self.settings(**changes)
         with self._lock:
-            if settings not in self._generators:
+            # a LoRA is keyed by its content too: a file rewritten at the same path gets a generator of its own
+            key = (settings, json.dumps(settings.cache_key(), sort_keys=True)) if settings.lora else (settings, None)
+            if key not in self._generators:
                 generator = Pix2PixGenerator(settings)
                 try:
                     generator.load()
                 except DiffuseMixError as exc:
                     self.error = str(exc)
                     raise
-                self._generators[settings] = generator
+                self._generators[key] = generator
                 self.loaded, self.error = True, None
-            return self._generators[settings]
+            return self._generators[key]
 
     def token_counter(self) -> Callable[[str], int] | None:
         """Counts the tokens the loaded model's text encoder sees for a text (start and end included); None while
