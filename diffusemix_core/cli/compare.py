@@ -70,7 +70,7 @@ def run_compare(args: argparse.Namespace) -> int:
     scorer = LabelScorer(scorer_model, device=args.device, dtype=args.dtype) if scorer_model else None
 
     def progress(done: int, total: int, source: str) -> None:
-        print(f"[{done + 1}/{total}] {source}", file=sys.stderr)
+        print(f"[{done + 1}/{total}] {source}", flush=True)
 
     result = run_comparison(sources, a, b, args.out, prompts=library, seed=args.seed, scorer=scorer,
                             class_map=args.class_map, progress=progress)
