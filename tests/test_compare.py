@@ -131,3 +131,18 @@ def test_bad_input_is_a_one_line_error(tmp_path, sources, args, status, words):
     assert result.returncode == status, result.stderr
     for word in words:
         assert word in line, line
+
+
+def test_help_explains_every_flag_and_has_no_preset_flag():
+    """--a and --b name the presets; the shared model flags are there, --preset (which would clash) is not."""
+    from diffusemix_core.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["compare-settings"]
+    result = run_cli("compare-settings", "--help")
+    assert result.returncode == 0
+    flags = [flag for action in sub._actions for flag in action.option_strings]
+    assert "--preset" not in flags and {"--a", "--b", "--steps", "--model", "--scorer", "--limit"} <= set(flags)
+    for action in sub._actions:
+        for flag in action.option_strings:
+            assert flag in result.stdout, flag
+        assert action.help, f"{action.option_strings} has no help"
