@@ -12,7 +12,8 @@ For every (source I, prompt) pair, Î is generated under settings A and under se
 * ``drift_a`` / ``drift_b``: how far each Î strayed from the structure of I (``engine/drift.py``);
 * ``evals_a`` / ``evals_b``: UNet evaluations per augmentation (:meth:`GenerationSettings.unet_evaluations`);
 * ``seconds_a`` / ``seconds_b``: measured wall seconds per augmentation (generation only, the models are loaded
-  before; which setting runs first alternates from source to source, so neither always pays a warm-up).
+  before, and one untimed 1-step generation runs first (:func:`warm_up`); which setting runs first alternates from
+  source to source).
 
 :func:`compare_image` compares one image (the app's Explore tab uses it for one prompt); :func:`run_comparison`
 compares a list of sources (:func:`find_sources`) and writes a grid PNG per source (``compare_grid.py``),
@@ -128,6 +129,18 @@ def _timed(side: Side, requests: list[GenerationRequest], batch_size: int) -> tu
     start = time.perf_counter()
     results = side.generator.generate(requests, batch_size=batch_size)
     return [r.image for r in results], time.perf_counter() - start
+
+
+def warm_up(sides: Sequence[Side], image: np.ndarray, prompt_text: str) -> None:
+    """One untimed 1-step generation per distinct model of `sides` at `image`'s working size: the first run's
+    one-time costs (kernel choice, memory pools) would otherwise land in the seconds of whichever side runs first.
+    The pipelines are shared (``load_pipeline``), so this loads nothing twice; an adapter is left out of it."""
+    done = set()
+    for side in sides:
+        settings = dataclasses.replace(side.settings, steps=1, lora=None, compile=False, cache_interval=1)
+        if settings not in done:
+            done.add(settings)
+            Pix2PixGenerator(settings).generate([GenerationRequest(image, "warm-up", prompt_text, 0)])
 
 
 def compare_image(image: np.ndarray, prompts: Sequence[str], seed: int, a: Side, b: Side, *,
@@ -276,6 +289,8 @@ def run_comparison(sources: Sequence[tuple[Path, str | None]], a: Side, b: Side,
             result.skipped.append((str(path), str(exc)))
             log.info("skipped %s: %s", path, exc)
             continue
+        if not result.rows:
+            warm_up([a, b], image, prompts.render(texts[0]))
         one = compare_image(image, texts, seed, a, b, library=prompts, source=str(path), label=label,
                             b_first=bool(i % 2))
         if scorer is not None and label:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..curation.compare import Side, compare_image
+from ..curation.compare import Side, compare_image, warm_up
 from ..engine.diffusemix import Mixer
+from ..engine.generation import working_size
 from ..engine.images import image_key
 from ..engine.presets import PRESETS, apply_preset
 from ..engine.test_models import UNTRAINED_NOTE
@@ -35,17 +36,21 @@ def preset_choices() -> list[str]:
 
 
 @gpu_task
-def generate_both(image, prompt: str, seed: int, a: Side, b: Side, library):
-    """The GPU-bound step of Compare (decorated with spaces.GPU on ZeroGPU)."""
+def generate_both(image, prompt: str, seed: int, a: Side, b: Side, library, warm: bool = False):
+    """The GPU-bound step of Compare (decorated with spaces.GPU on ZeroGPU); with `warm`, an untimed 1-step
+    generation first, so that the first comparison's seconds hold no one-time costs."""
+    if warm:
+        warm_up([a, b], image, library.render(prompt))
     return compare_image(image, [prompt], seed, a, b, library=library)
 
 
 class ComparePresets:
-    """Compare two presets on the Explore tab's image (state: none of its own; the model holder keeps the
-    generators, one per settings)."""
+    """Compare two presets on the Explore tab's image (state: the working sizes warmed up; the model holder keeps
+    the generators, one per settings)."""
 
     def __init__(self, explore: Explore) -> None:
         self.explore = explore
+        self._warmed: set = set()  # the working sizes a warm-up ran at
 
     def compare(self, image, prompt, seed, preset_a: str, preset_b: str, *,
                 progress: Progress = _no_progress) -> tuple[str, str, list[list], str]:
@@ -61,7 +66,9 @@ class ComparePresets:
         a = Side(preset_a, explore.model.generator(apply_preset(preset_a, base)))
         b = Side(preset_b, explore.model.generator(apply_preset(preset_b, base)))
         progress(0.2, desc=f"Generating Î under {preset_a} and {preset_b}…")
-        one = generate_both(original, prompt, seed, a, b, library)
+        size = working_size(*original.shape[:2], base.resolution)
+        one = generate_both(original, prompt, seed, a, b, library, warm=size not in self._warmed)
+        self._warmed.add(size)
         row, key = one.rows[0], image_key(original)
         files = explore.files.paths([
             (f"compare/{key}/{side.settings.cache_key()}/{prompt}/{seed}", image)

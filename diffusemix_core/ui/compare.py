@@ -18,8 +18,7 @@ def build_compare(studio: Studio, image_in: gr.Image, prompt_dd: gr.Dropdown, se
     choices = preset_choices()
     with gr.Accordion("Compare presets", open=False, elem_id="compare"):
         gr.Markdown("Generate this image's Î under two presets with the prompt and seed above, and see what the "
-                    "cheaper one costs and changes. Seconds are one run's wall time (the first run after a start pays a "
-                    "warm-up: compare again for a steadier figure). For a whole folder: `python -m diffusemix_core "
+                    "cheaper one costs and changes. Seconds are one run's wall time: compare again for a steadier figure. For a whole folder: `python -m diffusemix_core "
                     "compare-settings`.", elem_classes=["hint"])
         with gr.Row(equal_height=True):
             preset_a = gr.Dropdown(choices, value="reference", label="Preset A", elem_id="compare-a")
