@@ -104,8 +104,9 @@ def add_workspace_argument(parser: argparse.ArgumentParser, *, must_exist: bool 
                         help="log details and show tracebacks (same as the global --verbose)")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The generation flags shared by every command that runs the model: a preset, and flags that override it."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, preset: bool = True) -> None:
+    """The generation flags shared by every command that runs the model: a preset, and flags that override it.
+    Without `preset` there is no ``--preset`` (``compare-settings`` names two presets with ``--a`` and ``--b``)."""
     from ..engine.generation import DEFAULT_MODEL, SCHEDULERS, GenerationSettings  # numpy only, no torch
     from ..engine.presets import PRESETS
 
@@ -114,10 +115,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"diffusers InstructPix2Pix model id or local folder (default {DEFAULT_MODEL}); "
                         "'tiny-random' is an untrained miniature for tests and offline demos")
-    g.add_argument("--preset", default="reference", choices=list(PRESETS),
-                   help="a named bundle of scheduler, steps and guidance (default reference: today's output; fast: "
-                        "1/2 the UNet evaluations; fastest: 1/6; lcm: needs --lora); a flag below given beside it "
-                        "wins over it; README 'Presets' says what each costs and risks")
+    if preset:
+        g.add_argument("--preset", default="reference", choices=list(PRESETS),
+                       help="a named bundle of scheduler, steps and guidance (default reference: today's output; "
+                            "fast: 1/2 the UNet evaluations; fastest: 1/6; lcm: needs --lora); a flag below given "
+                            "beside it wins over it; README 'Presets' says what each costs and risks")
     g.add_argument("--scheduler", default=None, choices=list(SCHEDULERS),
                    help=f"diffusers scheduler (default {d.scheduler}, the authors' Euler-ancestral, or the preset's)")
     g.add_argument("--steps", type=int, default=None,
@@ -147,14 +149,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "compile; not for ZeroGPU Spaces)")
 
 
-def settings_from_args(args: argparse.Namespace):
-    """The GenerationSettings of the flags: the preset's, with every flag given beside it on top."""
+def settings_from_args(args: argparse.Namespace, preset: str | None = None):
+    """The GenerationSettings of the flags: the preset's (`preset`, default ``--preset``), with every flag given
+    beside it on top."""
     from ..engine.generation import GenerationSettings
     from ..engine.presets import apply_preset
 
     base = GenerationSettings(model=args.model, resolution=args.resolution, device=args.device, dtype=args.dtype,
                               revision=args.revision, compile=args.compile)
-    return apply_preset(args.preset, base, scheduler=args.scheduler, steps=args.steps,
+    return apply_preset(preset or args.preset, base, scheduler=args.scheduler, steps=args.steps,
                         guidance_scale=args.guidance_scale, image_guidance_scale=args.image_guidance_scale,
                         lora=args.lora, lora_scale=args.lora_scale, cache_interval=args.cache_interval)
 

@@ -1,7 +1,8 @@
 """Command line: ``diffusemix <command>`` or ``python -m diffusemix_core <command>``.
 
 The parser is built from the command modules (``preview.py``; ``augment.py``; ``workspace.py``: status, review, check,
-export; ``train.py``; ``curation.py``: score, report); :func:`main` runs one command. Errors are printed in one
+export; ``train.py``; ``curation.py``: score, report; ``compare.py``:
+compare-settings); :func:`main` runs one command. Errors are printed in one
 line (``failures.py``; ``--verbose`` for the traceback) and give a non-zero exit status.
 """
 
@@ -13,7 +14,7 @@ import os
 import sys
 from typing import Sequence
 
-from . import augment, curation, preview, train, workspace
+from . import augment, compare, curation, preview, train, workspace
 from .console import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE
 from .failures import failure_message
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     workspace.add_subcommands(subparsers)
     train.add_subcommand(subparsers)
     curation.add_subcommands(subparsers)
+    compare.add_subcommand(subparsers)
     return parser
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..engine.fractals import FractalLibrary
 from ..workspace.folder import Workspace
 from ..workspace.uploads import Uploads
+from .compare import ComparePresets
 from .config import AppConfig
 from .dataset import DatasetRuns
 from .explore import Explore
@@ -44,6 +45,7 @@ class Studio:
         self.previews = self.files.root / "previews"  # served copies of the workspace's previews (never served)
         self.explore = Explore(self.workspace, self.model, self.fractals, self.results, self.files,
                                max_pixels=config.max_pixels)
+        self.compare = ComparePresets(self.explore)
         self.prompts = PromptEditor(self.workspace, config.exports_dir / "prompts", self.model.token_counter)
         self.datasets = DatasetRuns(self.workspace, self.uploads, self.model, self.fractals,
                                     typed_folders=config.typed_folders, data_root=config.data_root,

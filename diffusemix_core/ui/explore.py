@@ -1,5 +1,6 @@
 """The Explore tab: one image, its six stages (I, Î, M, H, F, A), re-mixing without the model, Approve / Reject,
-A at full size. Named endpoints: /augment, /remix, /all_prompts, /approve, /reject, /download_final."""
+A at full size, two presets side by side (``compare.py``). Named endpoints: /augment, /remix, /all_prompts,
+/approve, /reject, /download_final, /compare."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..engine.test_models import UNTRAINED_NOTE
 from ..studio.explore import RANDOM, describe_choices
 from ..studio.state import Studio
 from .common import MODEL_QUEUE, STAGE_LABELS, error_to_gradio, show_errors
+from .compare import build_compare
 
 __all__ = ["build_explore"]
 
@@ -69,6 +71,7 @@ def build_explore(studio: Studio, status_md: gr.Markdown) -> SimpleNamespace:
             with gr.Column(scale=1):
                 choices_json = gr.JSON(label="Choices", elem_id="choices", height=300)
         grid_ids = gr.State([])
+        build_compare(studio, image_in, prompt_dd, seed, status_md)  # the "Compare presets" accordion, /compare
 
     # ---------------------------------------------------------------------------------------------- callbacks
     def augment(image, prompt, mask, lam, seed, fractal=RANDOM, fractal_upload=None, progress=gr.Progress()):
