@@ -10,8 +10,9 @@ folder paths are disabled and only uploaded zips can be augmented in bulk. Liste
 
 The tabs live in ``diffusemix_core/ui/`` (one module per tab), their work in ``diffusemix_core/studio/``. Named API
 endpoints (see the README): /augment, /remix, /all_prompts, /approve, /reject, /save_prompts, /get_prompts,
-/prompt_report, /run_dataset, /run_dataset_preset, /estimate, /preset_settings, /cancel_run, /curate (and the Curate tab's /view, /next_page, /toggle_selection,
-/plan_…, /confirm_…, /threshold, /auto_review_… of the README's table), /export, /list_exports.
+/prompt_report, /run_dataset, /run_dataset_preset, /estimate, /preset_settings, /cancel_run, /curate (and the
+Curate tab's /view, /next_page, /toggle_selection, /plan_…, /confirm_…, /threshold, /auto_review_… of the README's
+table), /export, /list_exports.
 """
 
 from __future__ import annotations

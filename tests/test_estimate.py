@@ -17,6 +17,7 @@ from diffusemix_core.bulk.estimate import Estimate, estimate_run, format_duratio
 from diffusemix_core.bulk.options import AugmentOptions
 from diffusemix_core.bulk.runner import run_augment
 from diffusemix_core.engine.generation import GenerationResult, GenerationSettings
+from diffusemix_core.errors import DiffuseMixError
 from diffusemix_core.workspace.folder import Workspace
 from helpers import manifest_count, run_cli
 
@@ -137,6 +138,17 @@ def test_on_a_gpu_the_preset_one_step_faster_is_estimated_from_the_same_calibrat
     assert fast.seconds_per_augmentation is None and fast.faster.preset == "fastest"
     assert "preset fastest (one step faster): 10 UNet evaluations per augmentation\n" in fast.format() + "\n"
     assert estimate_run(train, on_gpu, calibrate=False, preset="fastest").faster is None  # lcm needs an adapter
+
+
+def test_a_calibration_batch_that_fails_leaves_the_time_unmeasured_and_says_why(train):
+    class Degenerate(StandIn):
+        def generate(self, requests, **kwargs):
+            raise DiffuseMixError("degenerate output (all black) for seeds 1 to 4")
+
+    settings = GenerationSettings(model="tiny-random", resolution=64, device="cpu")
+    estimate = estimate_run(train, AugmentOptions(settings=settings), generator=Degenerate(settings, "cpu"))
+    assert estimate.seconds_per_augmentation is None and estimate.to_make == IMAGES
+    assert "time: not measured: the calibration batch failed (degenerate output" in estimate.format()
 
 
 def test_feature_caching_and_plain_words():

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine.generation import GenerationRequest, GenerationSettings
 from ..engine.images import image_key, load_image
 from ..engine.presets import PRESETS, apply_preset, faster_preset
-from ..errors import BadArgumentError, BadImageError
+from ..errors import BadArgumentError, BadImageError, DiffuseMixError, ModelUnavailableError
 from .cpu_share import CpuShare
 from .options import AUTO_BATCH, AugmentOptions
 from .plan import Jobs, check_manifest_fits, count_missing, read_regular_file, slot_rng
@@ -187,10 +187,8 @@ def estimate_run(train_dir: str | Path, options: AugmentOptions, *, workspace: W
 
         generator = generator if generator is not None else Pix2PixGenerator(settings)
         mixer = options.mix.mixer(prompts, fractals, seed=options.seed)
-        seconds_per_augmentation, timed, loaded, device = _calibrate(generator, Path(train_dir), files, jobs, mixer,
-                                                                     options)
-        if seconds_per_augmentation is None:
-            note = "not measured: none of the first images could be read"
+        seconds_per_augmentation, timed, loaded, device, note = _calibrate(generator, Path(train_dir), files, jobs,
+                                                                           mixer, options)
     else:
         device = settings.resolved_device()  # (a generator's device would load its model)
     faster = None
@@ -205,8 +203,10 @@ def estimate_run(train_dir: str | Path, options: AugmentOptions, *, workspace: W
 
 
 def _calibrate(generator: Pix2PixGenerator, train_dir: Path, files, jobs: Jobs, mixer: Mixer,
-               options: AugmentOptions) -> tuple[float | None, int, float, str]:
-    """(seconds per augmentation, augmentations timed, seconds to load the model, device) of one model batch."""
+               options: AugmentOptions) -> tuple[float | None, int, float, str, str]:
+    """(seconds per augmentation, augmentations timed, seconds to load the model, device, why there is no time)
+    of one model batch. A model that cannot load fails here as it would in the run; a batch that fails otherwise
+    (degenerate outputs: the run leaves such slots for the next run) leaves the time unmeasured."""
     started = time.perf_counter()
     generator.load()
     loaded = time.perf_counter() - started
@@ -217,18 +217,23 @@ def _calibrate(generator: Pix2PixGenerator, train_dir: Path, files, jobs: Jobs, 
         batch_size = generator.auto_batch_size()
     requests = calibration_requests(train_dir, files, jobs, mixer, options.seed, 1 if on_cpu else batch_size)
     if not requests:
-        return None, 0, loaded, device
+        return None, 0, loaded, device, "not measured: none of the first images could be read"
     # a CPU run shares the cores with other runs (runner._cpu_share): time it with the share it will get
     with (CpuShare(reserve=1) if on_cpu else contextlib.nullcontext()) as share:
-        if share is not None:
-            share.apply()
-        else:  # the first GPU batch selects kernels and fills the allocator: not what the run's batches cost
+        try:
+            if share is not None:
+                share.apply()
+            else:  # the first GPU batch selects kernels and fills the allocator: not what the run's batches cost
+                generator.generate(requests, batch_size=len(requests))
+            generator.clear_caches()  # prompts and latents encoded again, as for a batch of new sources
+            started = time.perf_counter()
             generator.generate(requests, batch_size=len(requests))
-        generator.clear_caches()  # prompts and latents encoded again, as for a batch of new sources
-        started = time.perf_counter()
-        generator.generate(requests, batch_size=len(requests))
-        seconds = time.perf_counter() - started
-    return seconds / len(requests), len(requests), loaded, device
+            seconds = time.perf_counter() - started
+        except (ModelUnavailableError, BadArgumentError):
+            raise
+        except DiffuseMixError as exc:
+            return None, 0, loaded, device, f"not measured: the calibration batch failed ({exc})"
+    return seconds / len(requests), len(requests), loaded, device, ""
 
 
 def calibration_requests(train_dir: Path, files, jobs: Jobs, mixer: Mixer, seed: int,

@@ -4,8 +4,8 @@
 :class:`~diffusemix_core.engine.generation.GenerationSettings` (a frozen, hashable dataclass): a tab that asks for
 other settings (the Dataset tab's steps and resolution, any setting added later) gets a generator built with
 exactly those, never one built with older values. Settings start from a preset (``engine/presets.py``; the app's
-``--preset``, or the one a tab picks among :data:`APP_PRESETS`). :func:`gpu_task` marks the GPU-bound calls for ZeroGPU on
-Hugging Face Spaces (a no-op elsewhere).
+``--preset``, or the one a tab picks among :data:`APP_PRESETS`). :func:`gpu_task` marks the GPU-bound calls for
+ZeroGPU on Hugging Face Spaces (a no-op elsewhere).
 """
 
 from __future__ import annotations
