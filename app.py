@@ -4,14 +4,15 @@
 
 Environment variables stand in for the flags where a platform starts the app without arguments (a Hugging Face
 Space runs ``python app.py``): DIFFUSEMIX_MODEL, DIFFUSEMIX_WORKSPACE, DIFFUSEMIX_AUTH, DIFFUSEMIX_RESOLUTION,
-DIFFUSEMIX_STEPS, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT. A Space is detected from SPACE_ID: then server-side
+DIFFUSEMIX_STEPS, DIFFUSEMIX_PRESET, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT. A Space is detected from SPACE_ID: then server-side
 folder paths are disabled and only uploaded zips can be augmented in bulk. Listening beyond this machine (--host,
 --share) needs --auth, or --no-auth-i-know to say that anyone who reaches the port may use the app.
 
 The tabs live in ``diffusemix_core/ui/`` (one module per tab), their work in ``diffusemix_core/studio/``. Named API
 endpoints (see the README): /augment, /remix, /all_prompts, /approve, /reject, /save_prompts, /get_prompts,
-/prompt_report, /run_dataset, /cancel_run, /curate (and the Curate tab's /view, /next_page, /toggle_selection,
-/plan_…, /confirm_…, /threshold, /auto_review_… of the README's table), /export, /list_exports.
+/prompt_report, /run_dataset, /run_dataset_preset, /estimate, /preset_settings, /cancel_run, /curate (and the
+Curate tab's /view, /next_page, /toggle_selection, /plan_…, /confirm_…, /threshold, /auto_review_… of the README's
+table), /export, /list_exports.
 """
 
 from __future__ import annotations

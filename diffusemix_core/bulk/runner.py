@@ -146,7 +146,10 @@ def _kind(entry: os.DirEntry) -> str:
 
 @dataclass
 class RunProgress:
-    """Where a run is, in augmentations (a slot of a failed image counts as done: nothing is left to do for it)."""
+    """Where a run is, in augmentations (a slot of a failed image counts as done: nothing is left to do for it).
+
+    ``seconds``: the time the work has taken so far, the model's loading left out, so that the rate and the time
+    left refine the estimate given before the run (``estimate.py``) from the measured throughput."""
 
     done: int
     total: int
@@ -309,9 +312,9 @@ def _run(workspace: Workspace, train_dir: Path, files, jobs: Jobs, options: Augm
         with contextlib.closing(batches):  # stops the stages here, in this thread, whatever happens
             for batch in batches:
                 done += commit(batch)
-                if progress is not None:
+                if progress is not None:  # the rate (and the time left) of the work: loading the model left out
                     total = max(summary.augmentations_planned, done)
-                    progress(RunProgress(done, total, time.perf_counter() - started))
+                    progress(RunProgress(done, total, time.perf_counter() - started - summary.load_seconds))
         summary.cancelled = bool(cancel is not None and cancel.is_set())
         if summary.cancelled:
             log.info("run cancelled after %d augmentation(s)", done)

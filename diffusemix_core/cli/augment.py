@@ -42,7 +42,9 @@ def add_subcommand(subparsers) -> None:
             "them in the workspace's manifest.sqlite. Re-running the same command after a crash or Ctrl-C finishes "
             "the job without redoing anything; a larger --per-image adds only the missing augmentations. "
             "Unreadable images are recorded as failed and reported at the end; the exit status is 0 when at "
-            "least one image is usable."
+            "least one image is usable. Before anything is made it prints a cost estimate (sources, augmentations "
+            "to make, UNet evaluations per augmentation, the time from one calibration batch); --estimate-only "
+            "stops there."
         ),
         epilog="example: python -m diffusemix_core augment --train-dir data/train --workspace ws --per-image 3 "
                "--model tiny-random --resolution 64 --steps 2",
@@ -68,6 +70,10 @@ def add_subcommand(subparsers) -> None:
                    help="run seed: every choice is drawn from (seed, image content, slot), so the same command "
                         "gives the same manifest (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="print the cost estimate (sources, augmentations to make, UNet evaluations per "
+                        "augmentation, time from one calibration batch) and stop: nothing is written (every run "
+                        "prints it before it starts)")
     add_library_arguments(p)
     add_model_arguments(p)
     _add_runner_arguments(p)
@@ -131,9 +137,12 @@ def _named(options: type, args: argparse.Namespace) -> dict:
 def run_augment_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..bulk.estimate import estimate_run
     from ..bulk.runner import check_train_dir, run_augment
     from ..bulk.summary import describe_failures, describe_run
+    from ..engine.pix2pix import Pix2PixGenerator
     from ..workspace.folder import Workspace
+    from ..workspace.manifest import MANIFEST_NAME
 
     check_train_dir(args.train_dir)  # before anything is created
     options = options_from_args(args)
@@ -142,8 +151,17 @@ def run_augment_command(args: argparse.Namespace) -> int:
 
         require_ray()  # a missing ray is told before anything is created
     fractals = fractal_library_from_args(args)
-    workspace = Workspace(args.workspace)
-    library = prompt_library_from_args(args, fallback=workspace.manifest.get_prompt_library())
+    # an estimate alone creates no workspace: one that does not exist yet has every augmentation still to make
+    exists = (Path(args.workspace) / MANIFEST_NAME).exists()
+    workspace = Workspace(args.workspace) if exists or not args.estimate_only else None
+    library = prompt_library_from_args(args, fallback=workspace.manifest.get_prompt_library() if workspace else None)
+    generator = None if options.runner == "ray" else Pix2PixGenerator(options.settings)  # the estimate's and run's
+    estimate = estimate_run(args.train_dir, options, workspace=workspace, prompts=library, fractals=fractals,
+                            generator=generator, preset=args.preset)
+    print(estimate.format(), flush=True)
+    if args.estimate_only:
+        print("--estimate-only: nothing was made; run the same command without it to start.")
+        return 0
     bars: list = []
 
     def progress(report) -> None:
@@ -162,7 +180,7 @@ def run_augment_command(args: argparse.Namespace) -> int:
     previous = install_sigint(cancel)
     try:
         summary = run_augment(workspace, args.train_dir, options, prompts=library, fractals=fractals,
-                              progress=progress, cancel=cancel, on_wait=waiting)
+                              generator=generator, progress=progress, cancel=cancel, on_wait=waiting)
     finally:
         for bar in bars:
             bar.close()

@@ -22,7 +22,8 @@ class AppConfig:
     model: str = DEFAULT_MODEL
     workspace: Path = Path("workspace")
     resolution: int = 512
-    steps: int = 20
+    steps: int | None = None  # None: the preset's (20 for reference)
+    preset: str = "reference"  # the default preset of Explore and Dataset (studio.model.APP_PRESETS)
     device: str = "auto"
     fractal_dir: Path | None = None
     space_mode: bool = False

@@ -4,6 +4,11 @@ A run reads either an uploaded zip (by its handle ``upload:<id>``) or a folder t
 server data, so :func:`typed_dataset_folder` is a sandbox: typed folders only where the app allows them (on
 loopback, or inside ``--data-root``), the path resolved before the check (``..`` and links cannot climb out), and
 no link inside that leads outside the data root. Each browser session can cancel its own run.
+
+A run's generation settings start from a preset (the app's ``--preset``, or the one the tab picks; the tab's steps
+win over the preset's). Before a run, and at its start, the tab shows its cost (``bulk/estimate.py``): sources,
+augmentations to make, UNet evaluations per augmentation and the time of one calibration batch, measured once per
+settings and batch size in this app.
 """
 
 from __future__ import annotations
@@ -13,19 +18,21 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from ..bulk.estimate import Estimate, estimate_run
 from ..bulk.options import AugmentOptions, MixOptions
 from ..bulk.runner import RunProgress, run_augment
 from ..bulk.stages import RunSummary
 from ..bulk.summary import settings_changed_note, summary_line
 from ..checks import format_size
 from ..engine.fractals import FractalLibrary
+from ..engine.presets import PRESETS
 from ..errors import BadArgumentError
 from ..workspace.files import links_outside
 from ..workspace.folder import Workspace
 from ..workspace.uploads import UploadedDataset, Uploads
 from .model import ModelHolder, gpu_task
 
-__all__ = ["DatasetRuns", "describe_upload", "run_message", "typed_dataset_folder"]
+__all__ = ["DatasetRuns", "describe_upload", "estimate_markdown", "run_message", "typed_dataset_folder"]
 
 UPLOAD_PREFIX = "upload:"
 
@@ -68,6 +75,18 @@ def run_message(summary: RunSummary) -> str:
     return f"{head}{' ⚠️ ' + note if note else ''} {summary_line(summary)}"
 
 
+def estimate_markdown(estimate: Estimate) -> str:
+    """The estimate's lines as the tab shows them."""
+    head, *rest = estimate.format().splitlines()
+    return "**Estimate** " + head.removeprefix("estimate: ") + "".join(f"  \n{line.strip()}" for line in rest)
+
+
+@gpu_task
+def estimate_job(train_dir: Path, options: AugmentOptions, **kwargs) -> Estimate:
+    """The estimate's calibration batch (decorated with spaces.GPU on ZeroGPU)."""
+    return estimate_run(train_dir, options, **kwargs)
+
+
 @gpu_task
 def run_dataset_job(workspace: Workspace, train_dir: Path, options: AugmentOptions, **kwargs) -> RunSummary:
     """The GPU-bound bulk run (decorated with spaces.GPU on ZeroGPU)."""
@@ -82,6 +101,8 @@ class DatasetRuns:
         self.workspace, self.uploads, self.model, self.fractals = workspace, uploads, model, fractals
         self.typed_folders, self.data_root, self.ray_address = typed_folders, data_root, ray_address
         self._cancel: dict[str, threading.Event] = {}
+        self._calibrated: dict[tuple, float] = {}  # (settings, batch size) -> seconds per augmentation measured
+        self._calibrated_lock = threading.Lock()
         self._cancel_lock = threading.Lock()
 
     # -- uploads --------------------------------------------------------------------------------------------
@@ -125,33 +146,77 @@ class DatasetRuns:
         self.cancel_event(session).set()
         return "Cancelling after the current batch…"
 
-    def run(self, train_dir: str | None, *, per_image: int, seed: int, lam: float, steps: int, resolution: int,
-            batch_size: int, all_prompts: bool, feather: int = 0, session: str | None = None,
-            progress: Callable[..., Any] | None = None) -> tuple[str, dict]:
-        """Bulk augmentation of a class-folder dataset into the workspace; resumes when run again.
+    def preset_settings(self, preset: str) -> tuple[int, str]:
+        """What picking `preset` sets in the tab: its steps, and a line on what it costs and risks."""
+        settings = self.model.settings(preset=preset)
+        return settings.steps, (f"**{preset}**: {PRESETS[preset].summary} ({settings.unet_evaluations()} UNet "
+                                "evaluations per augmentation).")
 
-        Returns (the tab's line, the RunSummary as a dict). `progress(fraction_or_pair, desc=…)` is told as it goes.
-        """
+    def _options(self, train_dir: str | None, *, per_image: int, seed: int, lam: float, steps: int,
+                 resolution: int, batch_size: int, all_prompts: bool, feather: int, preset: str | None,
+                 tell: Callable[..., Any]) -> tuple[Path, AugmentOptions, Any]:
+        """(the folder, the run's options, its loaded generator: None on a Ray cluster) from the tab's values."""
         path = self.folder(train_dir)
-        cancel = self.cancel_event(session, reset=True)
-        tell = progress or (lambda *args, **kwargs: None)
-
-        def report(p: RunProgress) -> None:
-            tell((p.done, max(p.total, 1)), desc=f"Augmenting: {p.describe()}", unit="augmentations")
-
+        settings = self.model.settings(preset=preset or None, steps=int(steps), resolution=int(resolution))
         generator = None
         if self.ray_address:  # the cluster's workers load the model; this process plans and commits
             tell(0, desc=f"Submitting to the Ray cluster at {self.ray_address}…")
-            settings = self.model.settings(steps=int(steps), resolution=int(resolution))
             where: dict[str, Any] = dict(runner="ray", ray_address=self.ray_address)
         else:
             tell(0, desc=f"Loading model {self.model.model}…")
-            generator = self.model.generator(steps=int(steps), resolution=int(resolution))
+            generator = self.model.generator(settings)
             settings, where = generator.settings, {}
         options = AugmentOptions(settings=settings, mix=MixOptions(lam=float(lam), feather=int(feather)),
                                  per_image=int(per_image), batch_size=int(batch_size), seed=int(seed),
                                  all_prompts=bool(all_prompts), scorer="auto", **where)
+        return path, options, generator
+
+    def _estimate(self, path: Path, options: AugmentOptions, generator, preset: str | None) -> Estimate:
+        """The run's estimate; the time of one calibration batch is measured once per settings and batch size."""
+        key = (options.settings, options.batch_size)
+        with self._calibrated_lock:
+            known = self._calibrated.get(key)
+        estimate = estimate_job(path, options, workspace=self.workspace, fractals=self.fractals, generator=generator,
+                                preset=preset or self.model.preset, seconds_per_augmentation=known,
+                                prompts=self.workspace.manifest.get_prompt_library())
+        if known is None and estimate.seconds_per_augmentation is not None:
+            with self._calibrated_lock:
+                self._calibrated[key] = estimate.seconds_per_augmentation
+        return estimate
+
+    def estimate(self, train_dir: str | None, *, per_image: int, steps: int, resolution: int, batch_size: int,
+                 all_prompts: bool, preset: str | None = None, seed: int = 0,
+                 progress: Callable[..., Any] | None = None) -> tuple[str, dict]:
+        """What a run with these values would cost, before it runs: (Markdown lines, the Estimate as a dict)."""
+        tell = progress or (lambda *args, **kwargs: None)
+        path, options, generator = self._options(train_dir, per_image=per_image, seed=seed, lam=0.2, steps=steps,
+                                                 resolution=resolution, batch_size=batch_size,
+                                                 all_prompts=all_prompts, feather=0, preset=preset, tell=tell)
+        tell(0.5, desc="Timing one batch…")
+        estimate = self._estimate(path, options, generator, preset)
+        return estimate_markdown(estimate), estimate.to_dict()
+
+    def run(self, train_dir: str | None, *, per_image: int, seed: int, lam: float, steps: int, resolution: int,
+            batch_size: int, all_prompts: bool, feather: int = 0, preset: str | None = None,
+            session: str | None = None, progress: Callable[..., Any] | None = None) -> tuple[str, dict]:
+        """Bulk augmentation of a class-folder dataset into the workspace; resumes when run again.
+
+        `preset` (None: the app's) chooses the generation settings; `steps` given beside it wins over its steps.
+        Returns (the tab's line, the RunSummary as a dict with the run's ``estimate``). `progress(fraction_or_pair,
+        desc=…)` is told as it goes: the estimate first, then the measured rate and time left.
+        """
+        cancel = self.cancel_event(session, reset=True)
+        tell = progress or (lambda *args, **kwargs: None)
+        path, options, generator = self._options(train_dir, per_image=per_image, seed=seed, lam=lam, steps=steps,
+                                                 resolution=resolution, batch_size=batch_size,
+                                                 all_prompts=all_prompts, feather=feather, preset=preset, tell=tell)
+        estimate = self._estimate(path, options, generator, preset)
+        tell(0, desc=f"Estimate: {estimate.line()}")
+
+        def report(p: RunProgress) -> None:
+            tell((p.done, max(p.total, 1)), desc=f"Augmenting: {p.describe()}", unit="augmentations")
+
         summary = run_dataset_job(self.workspace, path, options,
                                   prompts=self.workspace.manifest.get_prompt_library(), fractals=self.fractals,
                                   generator=generator, progress=report, cancel=cancel)
-        return run_message(summary), dataclasses.asdict(summary)
+        return run_message(summary), {**dataclasses.asdict(summary), "estimate": estimate.to_dict()}

@@ -3,25 +3,28 @@
 :class:`ModelHolder` keeps one :class:`~diffusemix_core.engine.pix2pix.Pix2PixGenerator` per
 :class:`~diffusemix_core.engine.generation.GenerationSettings` (a frozen, hashable dataclass): a tab that asks for
 other settings (the Dataset tab's steps and resolution, any setting added later) gets a generator built with
-exactly those, never one built with older values. :func:`gpu_task` marks the GPU-bound calls for ZeroGPU on
-Hugging Face Spaces (a no-op elsewhere).
+exactly those, never one built with older values. Settings start from a preset (``engine/presets.py``; the app's
+``--preset``, or the one a tab picks among :data:`APP_PRESETS`). :func:`gpu_task` marks the GPU-bound calls for
+ZeroGPU on Hugging Face Spaces (a no-op elsewhere).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..engine.test_models import UNTRAINED_NOTE, is_test_model
-from ..errors import DiffuseMixError
+from ..errors import BadArgumentError, DiffuseMixError
 
 if TYPE_CHECKING:
     from ..engine.generation import GenerationSettings
     from ..engine.pix2pix import Pix2PixGenerator
 
-__all__ = ["ModelHolder", "gpu_task"]
+__all__ = ["APP_PRESETS", "ModelHolder", "check_app_preset", "gpu_task"]
+
+# the presets the app offers: those that need no adapter (lcm needs a LoRA, a command-line matter: --lora)
+APP_PRESETS = ("reference", "fast", "fastest")
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else (optional dependency)
     import spaces
@@ -33,11 +36,21 @@ except ImportError:  # pragma: no cover - depends on the environment
         return fn
 
 
+def check_app_preset(name: Any) -> str:
+    """`name` if the app offers that preset, else BadArgumentError with the choices."""
+    if name not in APP_PRESETS:
+        raise BadArgumentError(f"Bad preset {name!r}: choose {', '.join(APP_PRESETS)} (lcm needs a LoRA adapter: "
+                               "use the command line's --preset lcm --lora).")
+    return name
+
+
 class ModelHolder:
     """Loads generators on first use, keyed by their settings, and remembers why loading failed (status line)."""
 
-    def __init__(self, model: str, *, device: str = "auto", steps: int = 20, resolution: int = 512) -> None:
+    def __init__(self, model: str, *, device: str = "auto", steps: int | None = None, resolution: int = 512,
+                 preset: str = "reference") -> None:
         self.model, self.device, self.steps, self.resolution = model, device, steps, resolution
+        self.preset = check_app_preset(preset)
         self._generators: dict[tuple[GenerationSettings, str | None], Any] = {}
         self._lock = threading.Lock()
         self.error: str | None = None
@@ -47,14 +60,19 @@ class ModelHolder:
     def is_test_model(self) -> bool:
         return is_test_model(self.model)
 
-    def settings(self, **changes: Any) -> GenerationSettings:
-        """The GenerationSettings of this app's model, with a tab's changes (e.g. steps, resolution; None: the
-        app's default)."""
-        from ..engine.generation import GenerationSettings
+    def settings(self, preset: str | None = None, **changes: Any) -> GenerationSettings:
+        """The GenerationSettings of this app's model under `preset` (None: the app's, ``--preset``), with a tab's
+        changes on top (e.g. steps, resolution; None: the preset's or the app's default).
 
-        base = GenerationSettings(model=self.model, steps=int(self.steps), resolution=int(self.resolution),
-                                  device=self.device)
-        return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+        The app's ``--steps`` belongs to the app's preset: a tab that picks another preset gets that preset's
+        steps unless it gives its own."""
+        from ..engine.generation import GenerationSettings
+        from ..engine.presets import apply_preset
+
+        preset = self.preset if preset is None else check_app_preset(preset)
+        base = GenerationSettings(model=self.model, resolution=int(self.resolution), device=self.device)
+        app_steps = int(self.steps) if self.steps is not None and preset == self.preset else None
+        return apply_preset(preset, base, **{"steps": app_steps, **changes})
 
     def generator(self, settings: GenerationSettings | None = None, **changes: Any) -> Pix2PixGenerator:
         """The loaded generator of `settings` (default: :meth:`settings` with `changes`); the pipelines are shared.

@@ -32,7 +32,8 @@ class Studio:
         self.config = config
         self.workspace = Workspace(config.workspace)
         self.uploads = Uploads(config.workspace, quota_bytes=config.upload_quota)
-        self.model = ModelHolder(config.model, device=config.device, steps=config.steps, resolution=config.resolution)
+        self.model = ModelHolder(config.model, device=config.device, steps=config.steps, resolution=config.resolution,
+                                 preset=config.preset)
         self.results = ResultCache(max_bytes=config.result_cache_bytes)
         self.fractals = (
             FractalLibrary.from_folder(config.fractal_dir) if config.fractal_dir else FractalLibrary.default()

@@ -12,6 +12,7 @@ import gradio as gr
 
 from ..engine.generation import DEFAULT_MODEL  # torch-free at import: the model loads lazily
 from ..studio.config import LOOPBACK_HOSTS, AppConfig
+from ..studio.model import APP_PRESETS
 from ..studio.served import DEFAULT_INTERACTIVE_PIXELS
 from ..workspace.uploads import parse_size
 from .common import CSS
@@ -46,8 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "port can change decisions and download every image")
     parser.add_argument("--resolution", type=int, default=int(env("DIFFUSEMIX_RESOLUTION", "512")),
                         help="working resolution of the model in the Explore tab (default %(default)s)")
-    parser.add_argument("--steps", type=int, default=int(env("DIFFUSEMIX_STEPS", "20")),
-                        help="denoising steps in the Explore tab (default %(default)s)")
+    parser.add_argument("--preset", default=env("DIFFUSEMIX_PRESET", "reference"), choices=APP_PRESETS,
+                        help="the default preset of Explore and Dataset: reference (today's output, 60 UNet "
+                             "evaluations per augmentation), fast (30) or fastest (10); the Dataset tab can pick "
+                             "another per run (env DIFFUSEMIX_PRESET; default %(default)s)")
+    parser.add_argument("--steps", type=int, default=int(env("DIFFUSEMIX_STEPS")) if env("DIFFUSEMIX_STEPS") else None,
+                        help="denoising steps of the default preset, in Explore and Dataset (env DIFFUSEMIX_STEPS; "
+                             "default: the preset's, 20 for reference)")
     parser.add_argument("--device", default=env("DIFFUSEMIX_DEVICE", "auto"), help="auto, cpu, cuda, mps")
     parser.add_argument("--fractal-dir", default=env("DIFFUSEMIX_FRACTAL_DIR"),
                         help="folder of fractal images (default: the shipped procedural set)")
@@ -73,6 +79,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         workspace=Path(args.workspace).expanduser().resolve(),
         resolution=args.resolution,
         steps=args.steps,
+        preset=args.preset,
         device=args.device,
         fractal_dir=Path(args.fractal_dir) if args.fractal_dir else None,
         space_mode=bool(os.environ.get("SPACE_ID")),
