@@ -1,8 +1,9 @@
 """The Explore tab's "Compare presets": one image's Î under two presets, side by side, with what each cost.
 
 The image, prompt and seed are the Explore tab's own ("random" draws the prompt as Generate does for that seed, so
-Î under the app's settings is the Î that Generate shows). Each preset is applied over the app's settings (model,
-resolution, device and steps as started: ``reference`` IS the app's Generate), the two generators are loaded
+Î under the app's settings is the Î that Generate shows). Each preset is the app's settings under that preset
+(model, resolution and device as started; the app's ``--steps`` only for the app's own preset, so that preset IS
+the app's Generate: ``ModelHolder.settings``), the two generators are loaded
 before the timing, and the row of each setting says its UNet evaluations per augmentation, the seconds its
 generation took, its drift from I and the SSIM of the two Î (``curation/compare.py`` does the comparing).
 """
@@ -15,7 +16,7 @@ from ..curation.compare import Side, compare_image, warm_up
 from ..engine.diffusemix import Mixer
 from ..engine.generation import working_size
 from ..engine.images import image_key
-from ..engine.presets import PRESETS, apply_preset
+from ..engine.presets import PRESETS
 from ..engine.test_models import UNTRAINED_NOTE
 from .explore import Explore, chosen
 from .model import gpu_task
@@ -61,12 +62,11 @@ class ComparePresets:
         seed = 0 if seed is None else int(seed)
         library = explore.workspace.manifest.get_prompt_library()
         prompt = chosen(prompt) or Mixer(prompts=library, fractals=explore.fractals).seeded_choice(seed).prompt
-        base = explore.model.settings()
         progress(0.05, desc="Loading the model for both presets (first use only)…")
-        a = Side(preset_a, explore.model.generator(apply_preset(preset_a, base)))
-        b = Side(preset_b, explore.model.generator(apply_preset(preset_b, base)))
+        a = Side(preset_a, explore.model.generator(explore.model.settings(preset_a)))
+        b = Side(preset_b, explore.model.generator(explore.model.settings(preset_b)))
         progress(0.2, desc=f"Generating Î under {preset_a} and {preset_b}…")
-        size = working_size(*original.shape[:2], base.resolution)
+        size = working_size(*original.shape[:2], a.settings.resolution)
         one = generate_both(original, prompt, seed, a, b, library, warm=size not in self._warmed)
         self._warmed.add(size)
         row, key = one.rows[0], image_key(original)
