@@ -109,12 +109,78 @@ def grow(ws: Path, total: int, seed: int = 0) -> float:
     return time.perf_counter() - started
 
 
+def ml_rows(n: int = 10_000, dim: int = 512, classes: int = 20, seed: int = 0) -> None:
+    """Embeddings, the map and the probe on synthetic CLIP-like vectors (clustered, normalised), no app:
+    embedding write/read at `n` in the ``embeddings`` table (float16 BLOB rows) vs one ``.npy`` file, with the
+    100k figure projected linearly; PCA at `n` and 10x`n`; the probe (5-fold logistic regression) at `n`."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    from diffusemix_core.curation.embeddings import INSERT_EMBEDDING, decode, embedding_rows
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)).astype(np.float32)
+    labels = rng.integers(0, classes, n)
+    x = centres[labels] + 0.7 * rng.normal(size=(n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    with tempfile.TemporaryDirectory(prefix="bench-ml-") as tmp:
+        conn = sqlite3.connect(Path(tmp) / "e.sqlite")
+        conn.execute("CREATE TABLE embeddings (target TEXT, target_id INTEGER, scorer_id INTEGER, dim INTEGER, "
+                     "vector BLOB, UNIQUE (scorer_id, target, target_id))")
+        t = time.perf_counter()
+        with conn:
+            conn.executemany(INSERT_EMBEDDING, embedding_rows("augmentation", range(n), 1, x))
+        write_s = time.perf_counter() - t
+        conn.close()
+        size = (Path(tmp) / "e.sqlite").stat().st_size
+        conn = sqlite3.connect(Path(tmp) / "e.sqlite")
+        t = time.perf_counter()
+        got = conn.execute("SELECT target_id, dim, vector FROM embeddings WHERE scorer_id = 1 AND target = "
+                           "'augmentation' ORDER BY target_id").fetchall()
+        decode((r[2] for r in got), dim)
+        read_s = time.perf_counter() - t
+        conn.close()
+        t = time.perf_counter()
+        np.save(Path(tmp) / "e.npy", x.astype(np.float16))
+        npy_write = time.perf_counter() - t
+        t = time.perf_counter()
+        np.load(Path(tmp) / "e.npy").astype(np.float32)
+        npy_read = time.perf_counter() - t
+        npy_size = (Path(tmp) / "e.npy").stat().st_size
+    k = 100_000 / n
+    print(f"embeddings {n:,} x {dim} float16: table write {write_s:.2f} s, read {read_s:.2f} s, "
+          f"{size / 2**20:.1f} MiB | npy write {npy_write:.3f} s, read {npy_read:.3f} s, {npy_size / 2**20:.1f} MiB")
+    print(f"embeddings 100,000 projected: table write {write_s * k:.1f} s, read {read_s * k:.1f} s, "
+          f"{size * k / 2**20:.0f} MiB | npy read {npy_read * k:.2f} s")
+    for m in (n, 10 * n):
+        big = x if m == n else np.concatenate([x] * 10) + 0.01 * rng.normal(size=(m, dim)).astype(np.float32)
+        t = time.perf_counter()
+        PCA(n_components=2, svd_solver="randomized", random_state=0).fit_transform(big)
+        print(f"map projection (PCA) at {m:,} points: {time.perf_counter() - t:.2f} s")
+    sources = min(n, 2_000)
+    t = time.perf_counter()
+    y = labels[:sources]
+    for train, held in StratifiedKFold(5, shuffle=True, random_state=0).split(x[:sources], y):
+        model = LogisticRegression(max_iter=1000).fit(x[:sources][train], y[train])
+        model.predict_proba(x[sources:][: n // 5])  # each fold scores its share of the augmentations
+    probe_s = time.perf_counter() - t
+    print(f"probe: 5-fold logistic regression on {sources:,} sources of {classes} classes, scoring {n:,} "
+          f"augmentations: {probe_s:.2f} s")
+    print(f"probe_seconds_10k: {probe_s:.2f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--augmentations", type=int, default=10_000, help="rows in the workspace (default 10000)")
     parser.add_argument("--calls", type=int, default=40, help="timed calls per action (default 40)")
+    parser.add_argument("--ml-only", action="store_true",
+                        help="only the embeddings, map and probe rows (synthetic vectors, no app; under a minute)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    ml_rows(min(args.augmentations, 10_000))
+    if args.ml_only:
+        return
 
     from gradio_client import Client
 

@@ -147,7 +147,7 @@ def test_pages_match_the_tables(ws, query):
 
 def test_every_sort_is_known_and_a_bad_one_is_refused():
     assert set(query_filters.SORTS) == {"newest", "oldest", "drift", "label_prob", "generated_label_prob", "flags",
-                                   "label", "prompt", "status"}
+                                   "label", "prompt", "status", "probe_prob"}
     with pytest.raises(BadArgumentError, match="sort must be one of"):
         CurationQuery(sort="random")
     with pytest.raises(BadArgumentError, match=r"in \[0, 1\]"):

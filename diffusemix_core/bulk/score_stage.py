@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..curation import quality
+from ..curation.embeddings import SOURCE
 from ..curation.label_scorer import DEFAULT_BATCH_SIZE
 from ..curation.scores import AUGMENTATION, AUTO, GENERATION, Scoring, resolve_scorer, workspace_class_names
 from ..errors import ModelUnavailableError
@@ -36,9 +37,12 @@ class Score(Scoring):
 
     def __call__(self, batch: Batch) -> Batch:
         work = []  # (slot, target, image) whose label is scored
+        sources = []  # (source, its slots) whose I is embedded, for the probe
         for source in batch.sources:
             if source.image is None:
                 continue
+            if self.model is not None and self.labelled(source.label):
+                sources.append(source)
             for slot in source.slots:
                 if slot.record is None:
                     continue
@@ -52,9 +56,16 @@ class Score(Scoring):
                              (slot, AUGMENTATION, slot.record.final, source.label)]
         for start in range(0, len(work), self.batch_size):
             chunk = work[start:start + self.batch_size]
-            metrics = self.label_metrics([w[2] for w in chunk], [w[3] for w in chunk])
-            for (slot, target, _, _), values in zip(chunk, metrics):
+            metrics, vectors = self.label_metrics_embedded([w[2] for w in chunk], [w[3] for w in chunk])
+            for i, ((slot, target, _, _), values) in enumerate(zip(chunk, metrics)):
                 slot.scores[target]["label"] = values
+                slot.scores[target]["embedding"] = None if vectors is None else vectors[i].astype("float16")
+        for start in range(0, len(sources), self.batch_size):
+            chunk = sources[start:start + self.batch_size]
+            for source, vector in zip(chunk, self.embed([s.image for s in chunk])):
+                for slot in source.slots:
+                    if slot.scores is not None:
+                        slot.scores[SOURCE] = vector.astype("float16")
         return batch
 
 

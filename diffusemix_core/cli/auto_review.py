@@ -14,7 +14,7 @@ from .console import scorer_note
 
 __all__ = ["add_auto_review_arguments", "run_auto_review", "wants_auto_review"]
 
-_AUTO_ONLY = ("min_label_prob", "reject_flagged", "dry_run", "scorer")
+_AUTO_ONLY = ("min_label_prob", "reject_flagged", "scorer", "min_probe_prob", "reject_probe_low")
 
 
 def add_auto_review_arguments(parser: argparse.ArgumentParser, action) -> None:
@@ -28,6 +28,12 @@ def add_auto_review_arguments(parser: argparse.ArgumentParser, action) -> None:
                    help="reject when A's probability of its true class (label scores) is below P")
     g.add_argument("--reject-flagged", action="store_true",
                    help="reject when A or Î has a quality flag (black, blank, low_information, near_duplicate)")
+    g.add_argument("--min-probe-prob", type=float, default=None, metavar="P",
+                   help="reject when the probe (trained on your labelled images by `score`) gives A's class a "
+                        "probability below P")
+    g.add_argument("--reject-probe-low", action="store_true",
+                   help="reject when A is below its class's probe threshold (confident learning: the mean probe "
+                        "probability of that class's real images)")
     g.add_argument("--scorer", type=scorer_ref, default=None,
                    help="whose label scores --min-label-prob reads: a model as given to `score --scorer`, or a "
                         "scorer id (default: the latest added)")
@@ -58,7 +64,8 @@ def run_auto_review(args: argparse.Namespace, workspace) -> int:
         raise BadArgumentError("--min-drift is not a rule of --auto; use --max-drift D (reject when drift > D).")
     ids = joined_ids(args.ids)
     rules = AutoRules(min_label_prob=args.min_label_prob, max_drift=args.max_drift,
-                      reject_flagged=args.reject_flagged, scorer=args.scorer)
+                      reject_flagged=args.reject_flagged, scorer=args.scorer, min_probe_prob=args.min_probe_prob,
+                      reject_probe_low=args.reject_probe_low)
     plan = auto_review_plan(workspace, rules, label=args.label, prompt=args.prompt, ids=ids)
     said = []
     if rules.reject_flagged:
@@ -68,6 +75,10 @@ def run_auto_review(args: argparse.Namespace, workspace) -> int:
                     f"scorer #{plan.scorer['id']})")
     if rules.max_drift is not None:
         said.append(f"drift > {rules.max_drift:g}")
+    if rules.min_probe_prob is not None:
+        said.append(f"the probe's probability of A's class < {rules.min_probe_prob:g}")
+    if rules.reject_probe_low:
+        said.append("A below its class's probe threshold")
     print("rules: reject a pending augmentation with " + "; or ".join(said))
     if plan.scorer is not None:
         scorer_note(plan.scorer["model"], bool(plan.scorer["is_test_model"]))

@@ -21,7 +21,7 @@ from pathlib import Path
 from .args import add_scorer_arguments, add_workspace_argument, scorer_ref, whole_number
 from .console import EXIT_INTERRUPTED, install_sigint, scorer_note
 
-__all__ = ["add_subcommands", "run_report", "run_score"]
+__all__ = ["add_subcommands", "run_map", "run_report", "run_score"]
 
 _positive_int = whole_number(1)
 
@@ -30,6 +30,7 @@ def add_subcommands(subparsers) -> None:
     """Register score and report on the main parser's subparsers."""
     _add_score(subparsers)
     _add_report(subparsers)
+    _add_map(subparsers)
 
 
 # score -----------------------------------------------------------------------------------------------------
@@ -84,11 +85,16 @@ def run_score(args: argparse.Namespace) -> int:
     what = f"{label} and {flags}" if label else flags
     if summary.quality_id is None:
         print(f"nothing to score: '{args.workspace}' has no augmentations yet")
-    elif not summary.augmentations and not summary.generations:
+    elif not summary.augmentations and not summary.generations and not summary.embedded:
         print(f"nothing to score: every image of '{args.workspace}' has scores from {what}")
     else:
         print(f"scored {summary.augmentations} augmentation(s) and {summary.generations} generated image(s) with "
               f"{what} in {summary.seconds:.1f} s; {summary.flagged} flagged")
+    if summary.embedded:
+        print(f"  kept {summary.embedded} image embedding(s) of I, Î and A ({summary.sources} source(s)) for the "
+              "probe and the map")
+    if summary.probe is not None:
+        print(f"  {summary.probe.describe()}")
     if summary.unlabelled:
         print(f"  {summary.unlabelled} augmentation(s) have no class (app images saved without a label): flags only")
     scorer_note(summary.scorer, summary.is_test_model)
@@ -125,6 +131,9 @@ def _add_report(subparsers) -> None:
     )
     add_workspace_argument(p)
     p.add_argument("--by-class", action="store_true", help="one row per prompt and class (label)")
+    p.add_argument("--probe", action="store_true",
+                   help="per class instead: the probe trained on your labelled images vs zero-shot CLIP (threshold, "
+                        "held-out accuracy, the class it is confused with, shares each calls off-class, agreement)")
     p.add_argument("--csv", type=Path, default=None, metavar="FILE", help="also write the rows to FILE (CSV)")
     p.add_argument("--scorer", type=scorer_ref, default=None,
                    help="whose label scores: a model as given to `score --scorer`, or a scorer id (default: the "
@@ -142,12 +151,51 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _print_table(columns: list[str], rows: list[dict], left: int) -> None:
+    table = [columns] + [[_cell(r[c]) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        print("  ".join(cell.ljust(w) if i < left else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(line, widths))).rstrip())
+
+
+def _write_csv(path: Path, columns, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({c: ("" if r[c] is None else r[c]) for c in columns} for r in rows)
+    print(f"wrote {len(rows)} row(s) to {path}")
+
+
+def run_probe_report(args: argparse.Namespace, workspace) -> int:
+    from ..curation.probe_report import PROBE_REPORT_COLUMNS, probe_report
+
+    rows, probe = probe_report(workspace, scorer=args.scorer)
+    if probe is None:
+        print(f"no probe in '{args.workspace}': run `score` (the probe needs a CLIP scorer and two classes with two "
+              "labelled images each)")
+        return 0
+    print(f"probe report of '{args.workspace}' (probe #{probe['id']} on {probe['model']} embeddings): per class, the "
+          "probe trained on your labelled images vs zero-shot CLIP")
+    scorer_note(probe["model"], bool(probe["is_test_model"]))
+    _print_table(list(PROBE_REPORT_COLUMNS), rows, 1)
+    for r in rows:
+        if r["confused_with"] and r["confused_share"] >= 0.2:
+            print(f"  {r['label']} is confused with {r['confused_with']} by the probe "
+                  f"({r['confused_share']:.0%} of its held-out sources)")
+    if args.csv is not None:
+        _write_csv(args.csv, PROBE_REPORT_COLUMNS, rows)
+    return 0
+
+
 def run_report(args: argparse.Namespace) -> int:
     from ..curation.queries import REPORT_COLUMNS, prompt_report
     from ..curation.scores import latest_scorer
     from ..workspace.folder import Workspace
 
     workspace = Workspace(args.workspace, create=False)
+    if args.probe:
+        return run_probe_report(args, workspace)
     rows = prompt_report(workspace, by_class=args.by_class, scorer=args.scorer)
     columns = [c for c in REPORT_COLUMNS if c not in ("scorer", "untrained") and (args.by_class or c != "label")]
     scorer = latest_scorer(workspace, scorer=args.scorer)
@@ -157,16 +205,46 @@ def run_report(args: argparse.Namespace) -> int:
              else "no label scores yet (run `score`)"))
     if scorer:
         scorer_note(scorer["model"], bool(scorer["is_test_model"]))
-    table = [columns] + [[_cell(r[c]) for c in columns] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    for line in table:
-        print("  ".join(cell.ljust(w) if i < (2 if args.by_class else 1) else cell.rjust(w)
-                        for i, (cell, w) in enumerate(zip(line, widths))).rstrip())
+    _print_table(columns, rows, 2 if args.by_class else 1)
     if args.csv is not None:
-        csv_columns = [c for c in REPORT_COLUMNS if args.by_class or c != "label"]
-        with open(args.csv, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=csv_columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows({c: ("" if r[c] is None else r[c]) for c in csv_columns} for r in rows)
-        print(f"wrote {len(rows)} row(s) to {args.csv}")
+        _write_csv(args.csv, [c for c in REPORT_COLUMNS if args.by_class or c != "label"], rows)
+    return 0
+
+
+# map -------------------------------------------------------------------------------------------------------
+def _add_map(subparsers) -> None:
+    p = subparsers.add_parser(
+        "map",
+        help="draw every augmentation as a point of a 2-D map of its CLIP embedding (PNG)",
+        description="A 2-D map (PCA of the label scorer's stored CLIP embeddings, cached until the set changes) of "
+                    "every augmentation, coloured by class, prompt, status or a score. Its axes are the coordinates "
+                    "that `review --in-box x0,y0,x1,y1` selects on.",
+        epilog="example: python -m diffusemix_core map --workspace ws --out map.png --color probe_prob; then "
+               "python -m diffusemix_core review --workspace ws --reject --in-box=-0.1,-0.3,0.4,0 --dry-run",
+    )
+    add_workspace_argument(p)
+    p.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    p.add_argument("--color", default="class",
+                   help="class, prompt, status or a score: label_prob, generated_label_prob, top_prob, probe_prob, "
+                        "drift, label_rank (default class)")
+    p.add_argument("--scorer", type=scorer_ref, default=None,
+                   help="whose embeddings: a model as given to `score --scorer`, or a scorer id (default: the latest)")
+    p.set_defaults(func=run_map)
+
+
+def run_map(args: argparse.Namespace) -> int:
+    from ..curation.embedding_map import draw_map, map_points
+    from ..workspace.folder import Workspace
+
+    workspace = Workspace(args.workspace, create=False)
+    points = map_points(workspace, args.scorer)
+    path, n = draw_map(workspace, args.out, args.color, args.scorer)
+    if n:
+        low, high = points.xy.min(axis=0), points.xy.max(axis=0)
+        extent = f"x {low[0]:.3f} to {high[0]:.3f}, y {low[1]:.3f} to {high[1]:.3f}"
+    else:
+        extent = "no embedded augmentation yet (run `score`)"
+    print(f"wrote {path}: {n} augmentation(s) coloured by {args.color}, {extent} "
+          f"({'cached map' if points.cached else 'projected now'}; embeddings of {points.scorer['model']})")
+    scorer_note(points.scorer["model"], bool(points.scorer["is_test_model"]))
     return 0

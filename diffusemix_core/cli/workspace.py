@@ -81,6 +81,31 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _review_in_box(args: argparse.Namespace, workspace, ids) -> int:
+    """review --approve/--reject/--reset --in-box: the augmentations in a region of the map (and the other filters)."""
+    from ..curation.embedding_map import map_points, parse_box
+    from ..curation.queries import scored_augmentations
+
+    box = parse_box(args.in_box)
+    points = map_points(workspace)
+    rows = scored_augmentations(workspace, scorer=points.scorer["id"], label=args.label, prompt=args.prompt,
+                                max_drift=args.max_drift, min_drift=args.min_drift, ids=ids, in_box=box,
+                                status="pending" if args.only_pending else None)
+    chosen = [r["id"] for r in rows]
+    print(f"{len(chosen)} augmentation(s) in the box ({box[0]:g}, {box[1]:g})–({box[2]:g}, {box[3]:g}) of the map "
+          f"of {points.scorer['model']} embeddings ({len(points.ids)} on the map)")
+    if args.dry_run:
+        print(f"dry run: would mark them {args.new_status}; nothing changed")
+        return 0
+    if not chosen:
+        print("nothing to change")
+        return 0
+    decision = workspace.review(args.new_status, origin="cli", ids=chosen)
+    print(f"{decision.matched} augmentation(s) marked {args.new_status} ({decision.changed} changed; "
+          f"undo with `review --workspace {args.workspace} --undo`)")
+    return 0
+
+
 # review ----------------------------------------------------------------------------------------------------
 def _add_review(subparsers) -> None:
     p = subparsers.add_parser(
@@ -116,6 +141,10 @@ def _add_review(subparsers) -> None:
     p.add_argument("--ids", type=id_list, nargs="+", default=None,
                    help="only these augmentation ids: 3 4 9, 3,4,9 or ranges 3-7")
     p.add_argument("--only-pending", action="store_true", help="only augmentations that are still pending")
+    p.add_argument("--in-box", default=None, metavar="X0,Y0,X1,Y1",
+                   help="only augmentations inside this box of the map (the coordinates of `map --out map.png`'s "
+                        "axes; write --in-box=-0.2,... when it starts with a minus); with --dry-run, count them and change "
+                        "nothing")
     p.set_defaults(func=run_review)
 
 
@@ -126,6 +155,11 @@ def run_review(args: argparse.Namespace) -> int:
     workspace = Workspace(args.workspace, create=False)
     if wants_auto_review(args):
         return run_auto_review(args, workspace)
+    if (args.dry_run or args.in_box is not None) and (args.new_status is None or args.in_box is None):
+        from ..errors import BadArgumentError
+
+        raise BadArgumentError("--dry-run goes with --auto or with --in-box, and --in-box with --approve, --reject "
+                               "or --reset (review --reject --in-box x0,y0,x1,y1 --dry-run).")
     if args.history is not None:
         augmentation = workspace.manifest.get_augmentation(args.history)  # a clear error for an unknown id
         rows = history(workspace.manifest, args.history)
@@ -139,6 +173,8 @@ def run_review(args: argparse.Namespace) -> int:
         print(describe_undo(workspace.undo_last_review(origin="cli")))
         return 0
     ids = joined_ids(args.ids)
+    if args.in_box is not None:
+        return _review_in_box(args, workspace, ids)
     decision = workspace.review(
         args.new_status, origin="cli", label=args.label, prompt=args.prompt, max_drift=args.max_drift,
         min_drift=args.min_drift, ids=ids, current_status="pending" if args.only_pending else None,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import BadArgumentError
 from ..workspace.manifest import check_status
+from .probe import probe_scorer
 from .queries import _scored_sql, scored_filters
 from .scores import LABEL_KIND, QUALITY_KIND, latest_scorer
 
@@ -35,6 +36,7 @@ SORTS: dict[str, tuple[str, str]] = {
     "drift": ("drift, highest first", "a.drift IS NULL, a.drift DESC, a.id"),
     "label_prob": ("label prob of A, lowest first", "pa.value IS NULL, pa.value, a.id"),
     "generated_label_prob": ("label prob of Î, lowest first", "pg.value IS NULL, pg.value, a.id"),
+    "probe_prob": ("probe prob of A, lowest first", "pp.value IS NULL, pp.value, a.id"),
     "flags": ("flags, flagged first", "fa.value IS NULL AND fg.value IS NULL, "
                                       "coalesce(fa.value, 0) + coalesce(fg.value, 0) DESC, a.id"),
     "label": ("label (A to Z)", "a.label, a.id"),
@@ -72,13 +74,16 @@ class CurationQuery:
     max_drift: float | None = None
     sort: str = "newest"
     scorer: str | int | None = None
+    min_probe_prob: float | None = None
+    probe_low: bool | None = None  # True: below its class's probe threshold
+    in_box: tuple[float, float, float, float] | None = None  # a region of the map: x0, y0, x1, y1
 
     def __post_init__(self) -> None:
         if self.sort not in SORTS:
             raise BadArgumentError(f"sort must be one of {', '.join(SORTS)}, got {self.sort!r}.")
         if self.status is not None:
             check_status(self.status)
-        for name in ("min_label_prob", "max_label_prob", "min_drift", "max_drift"):
+        for name in ("min_label_prob", "max_label_prob", "min_drift", "max_drift", "min_probe_prob"):
             unit_value(name, getattr(self, name))
 
     @classmethod
@@ -115,6 +120,12 @@ class CurationQuery:
                                 ("drift", self.min_drift, self.max_drift)):
             if low is not None or high is not None:
                 parts.append(f"{name} in [{low or 0:.2f}, {1 if high is None else high:.2f}]")
+        if self.min_probe_prob is not None:
+            parts.append(f"probe prob of A ≥ {self.min_probe_prob:.2f}")
+        if self.probe_low is not None:
+            parts.append("below the probe's threshold" if self.probe_low else "above the probe's threshold")
+        if self.in_box is not None:
+            parts.append("in the map's box ({:.2f}, {:.2f})–({:.2f}, {:.2f})".format(*self.in_box))
         return ", ".join(parts) or "every augmentation"
 
 
@@ -133,11 +144,14 @@ class QuerySql:
     def of(cls, workspace: Workspace, query: CurationQuery, db, *, extra: Sequence[tuple[str, list]] = ()) -> QuerySql:
         label_row = latest_scorer(workspace, LABEL_KIND, query.scorer, db=db)
         quality_row = latest_scorer(workspace, QUALITY_KIND, db=db)
-        _, joins = _scored_sql(label_row and label_row["id"], quality_row and quality_row["id"])
+        label_id = label_row and label_row["id"]
+        probe_row = probe_scorer(db, label_id)
+        _, joins = _scored_sql(label_id, quality_row and quality_row["id"], probe_id=probe_row and probe_row["id"])
         clauses, params = scored_filters(label=query.label, prompt=query.prompt, status=query.status,
                                          max_drift=query.max_drift, min_drift=query.min_drift,
                                          min_label_prob=query.min_label_prob, max_label_prob=query.max_label_prob,
-                                         flagged=query.flagged)
+                                         flagged=query.flagged, min_probe_prob=query.min_probe_prob,
+                                         probe_low=query.probe_low, in_box=query.in_box, map_scorer=label_id)
         for clause, values in extra:
             clauses.append(clause)
             params.extend(values)

@@ -277,7 +277,9 @@ class LabelScorer:
         text = self.text_embeddings(class_names)
         if not len(images):
             return np.zeros((0, text.shape[0]))
-        image = self.image_embeddings(images)
+        return self._probabilities(self.image_embeddings(images), text)
+
+    def _probabilities(self, image, text) -> np.ndarray:
         logits = (self._logit_scale() * image @ text.T).cpu().double().numpy()
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
@@ -290,6 +292,12 @@ class LabelScorer:
         ``images``: uint8 (h, w, 3) arrays; ``true_names[i]``: the class name of image i, one of ``class_names``
         (names as given by :func:`class_names`; a name listed twice counts once).
         """
+        return self.score_embedded(images, true_names, class_names)[0]
+
+    def score_embedded(self, images: Sequence[np.ndarray], true_names: Sequence[str],
+                       class_names: Sequence[str]) -> tuple[list[LabelConsistency], np.ndarray]:
+        """:meth:`score` and the images' normalised (n, d) float32 embeddings it computed on the way (stored by
+        ``curation.embeddings`` for the probe and the map)."""
         if isinstance(true_names, str) or len(true_names) != len(images):
             got = "a string of" if isinstance(true_names, str) else len(true_names)
             raise BadArgumentError(
@@ -300,11 +308,15 @@ class LabelScorer:
         if missing:
             raise BadArgumentError(f"True class name {missing[0]!r} is not among the {len(names)} class names; pass "
                                    "every class name of the dataset (curation.class_names.class_names gives them).")
-        probs = self.probabilities(images, names)
+        text = self.text_embeddings(names)
+        if not len(images):
+            return [], np.zeros((0, int(text.shape[1])), dtype=np.float32)
+        embeds = self.image_embeddings(images)
+        probs = self._probabilities(embeds, text)
         scores = []
         for row, name in zip(probs, true_names):
             p = row[column[name]]
             top = int(row.argmax())
             scores.append(LabelConsistency(prob=float(p), rank=1 + int((row > p).sum()), top_name=names[top],
                                      top_prob=float(row[top])))
-        return scores
+        return scores, embeds.cpu().float().numpy()

@@ -13,6 +13,7 @@ import numpy as np
 from ..engine.test_models import UNTRAINED_SCORER_NOTE
 from ..errors import BadArgumentError
 from ..workspace.manifest import Manifest
+from .probe import PROBE_LOW, PROBE_PROB, probe_scorer
 from .scores import (AUGMENTATION, FLAGS, GENERATION, HUMAN_ORIGINS, LABEL_KIND, LABEL_PROB, LABEL_RANK,
                      QUALITY_KIND, TOP_PROB, _NO_ID, latest_scorer)
 
@@ -28,13 +29,15 @@ __all__ = ["AutoPlan", "AutoRules", "REPORT_COLUMNS", "SCORED_COLUMNS", "apply_a
 SCORED_COLUMNS = (
     "id", "source_id", "generation_id", "label", "prompt", "mask", "fractal", "lam", "status", "drift",
     "label_prob", "label_rank", "top_prob", "top_class", "generated_label_prob", "generated_label_rank",
-    "generated_top_class", "flags", "generated_flags", "flagged", "untrained",
+    "generated_top_class", "flags", "generated_flags", "flagged", "untrained", "probe_prob", "probe_class",
+    "probe_low",
 )
 _ORDERS = {
     "id": "a.id",
     "drift": "a.drift IS NULL, a.drift DESC, a.id",
     "label_prob": "pa.value IS NULL, pa.value, a.id",
     "generated_label_prob": "pg.value IS NULL, pg.value, a.id",
+    "probe_prob": "pp.value IS NULL, pp.value, a.id",
 }
 
 
@@ -42,7 +45,8 @@ _FLAGGED = ("CASE WHEN fa.value IS NULL AND fg.value IS NULL THEN NULL "
             "ELSE coalesce(fa.value, 0) + coalesce(fg.value, 0) > 0 END")
 
 
-def _scored_sql(label_id: int | None, quality_id: int | None, untrained: bool = False) -> tuple[str, str]:
+def _scored_sql(label_id: int | None, quality_id: int | None, untrained: bool = False,
+                probe_id: int | None = None) -> tuple[str, str]:
     """(the SELECT list, the FROM clause with one LEFT JOIN per score) of :func:`scored_augmentations`.
 
     Every join matches the whole primary key of ``scores``, so each is one index seek per row, and SQLite leaves
@@ -58,7 +62,8 @@ def _scored_sql(label_id: int | None, quality_id: int | None, untrained: bool = 
         "SELECT a.id, a.source_id, a.generation_id, a.label, a.prompt, a.mask, a.fractal, a.lam, a.status, a.drift, "
         "pa.value AS label_prob, ra.value AS label_rank, ta.value AS top_prob, ta.text AS top_class, "
         "pg.value AS generated_label_prob, rg.value AS generated_label_rank, tg.text AS generated_top_class, "
-        f"fa.text AS flags, fg.text AS generated_flags, {_FLAGGED} AS flagged, {int(untrained)} AS untrained"
+        f"fa.text AS flags, fg.text AS generated_flags, {_FLAGGED} AS flagged, {int(untrained)} AS untrained, "
+        "pp.value AS probe_prob, pp.text AS probe_class, pl.value AS probe_low"
     )
     joins = (
         " FROM augmentations a"
@@ -66,6 +71,7 @@ def _scored_sql(label_id: int | None, quality_id: int | None, untrained: bool = 
         + join("ta", AUGMENTATION, label_id, TOP_PROB) + join("pg", GENERATION, label_id, LABEL_PROB)
         + join("rg", GENERATION, label_id, LABEL_RANK) + join("tg", GENERATION, label_id, TOP_PROB)
         + join("fa", AUGMENTATION, quality_id, FLAGS) + join("fg", GENERATION, quality_id, FLAGS)
+        + join("pp", AUGMENTATION, probe_id, PROBE_PROB) + join("pl", AUGMENTATION, probe_id, PROBE_LOW)
     )
     return columns, joins
 
@@ -73,7 +79,9 @@ def _scored_sql(label_id: int | None, quality_id: int | None, untrained: bool = 
 def scored_filters(*, label: str | None = None, prompt: str | None = None, status: str | None = None,
                    max_drift: float | None = None, min_drift: float | None = None, ids=None,
                    min_label_prob: float | None = None, max_label_prob: float | None = None,
-                   flagged: bool | None = None) -> tuple[list[str], list]:
+                   flagged: bool | None = None, min_probe_prob: float | None = None,
+                   probe_low: bool | None = None, in_box: tuple | None = None,
+                   map_scorer: int | None = None) -> tuple[list[str], list]:
     """The WHERE clauses (to be ANDed, over the aliases of :func:`_scored_sql`) and their parameters of the filters
     that :func:`scored_augmentations` and the Curate view share. None = no filter."""
     where, params = Manifest.where(label=label, prompt=prompt, status=status, max_drift=max_drift,
@@ -86,6 +94,18 @@ def scored_filters(*, label: str | None = None, prompt: str | None = None, statu
     if flagged is not None:
         clauses.append(f"({_FLAGGED}) = ?")
         params.append(int(bool(flagged)))
+    if min_probe_prob is not None:
+        clauses.append("pp.value >= ?")
+        params.append(float(min_probe_prob))
+    if probe_low is not None:
+        clauses.append("pl.value = ?")
+        params.append(float(bool(probe_low)))
+    if in_box is not None:  # a region of the map (embedding_map.py): x0, y0, x1, y1 in the map's coordinates
+        x0, y0, x1, y1 = (float(v) for v in in_box)
+        clauses.append("a.id IN (SELECT augmentation_id FROM map_points WHERE scorer_id = ? AND x BETWEEN ? AND ? "
+                       "AND y BETWEEN ? AND ?)")
+        params += [int(-1 if map_scorer is None else map_scorer), min(x0, x1), max(x0, x1), min(y0, y1),
+                   max(y0, y1)]
     return clauses, params
 
 
@@ -93,7 +113,9 @@ def scored_augmentations(workspace: Workspace, *, scorer: str | int | None = Non
                          prompt: str | None = None, status: str | None = None, max_drift: float | None = None,
                          min_drift: float | None = None, min_label_prob: float | None = None,
                          max_label_prob: float | None = None, flagged: bool | None = None, ids=None,
-                         order: str = "id", limit: int | None = None, offset: int = 0) -> list[dict]:
+                         min_probe_prob: float | None = None, probe_low: bool | None = None,
+                         in_box: tuple | None = None, order: str = "id", limit: int | None = None,
+                         offset: int = 0) -> list[dict]:
     """Augmentations with their scores (:data:`SCORED_COLUMNS`), filtered (all filters ANDed) and sorted.
 
     Scores are those of the latest label scorer (or `scorer`: a model as given to ``--scorer``, or a scorer id)
@@ -111,9 +133,12 @@ def scored_augmentations(workspace: Workspace, *, scorer: str | int | None = Non
         quality_row = latest_scorer(workspace, QUALITY_KIND, db=db)
         clauses, params = scored_filters(label=label, prompt=prompt, status=status, max_drift=max_drift,
                                          min_drift=min_drift, ids=ids, min_label_prob=min_label_prob,
-                                         max_label_prob=max_label_prob, flagged=flagged)
+                                         max_label_prob=max_label_prob, flagged=flagged,
+                                         min_probe_prob=min_probe_prob, probe_low=probe_low, in_box=in_box,
+                                         map_scorer=label_row and label_row["id"])
+        probe_row = probe_scorer(db, label_row and label_row["id"])
         columns, joins = _scored_sql(label_row and label_row["id"], quality_row and quality_row["id"],
-                                     bool(label_row and label_row["is_test_model"]))
+                                     bool(label_row and label_row["is_test_model"]), probe_row and probe_row["id"])
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         order_by = f" ORDER BY {_ORDERS[order]}"
         if limit is None:
@@ -137,12 +162,16 @@ class AutoRules:
     max_drift: float | None = None
     reject_flagged: bool = False
     scorer: str | int | None = None
+    min_probe_prob: float | None = None  # the probe's probability of the source's label (probe.py) below it
+    reject_probe_low: bool = False  # below its class's confident-learning threshold
 
     def check(self) -> None:
-        if self.min_label_prob is None and self.max_drift is None and not self.reject_flagged:
-            raise BadArgumentError("review --auto needs a rule: --min-label-prob P, --max-drift D and/or "
-                                   "--reject-flagged.")
-        for name, value in (("--min-label-prob", self.min_label_prob), ("--max-drift", self.max_drift)):
+        if (self.min_label_prob is None and self.max_drift is None and not self.reject_flagged
+                and self.min_probe_prob is None and not self.reject_probe_low):
+            raise BadArgumentError("review --auto needs a rule: --min-label-prob P, --max-drift D, --reject-flagged, "
+                                   "--min-probe-prob P and/or --reject-probe-low.")
+        for name, value in (("--min-label-prob", self.min_label_prob), ("--max-drift", self.max_drift),
+                            ("--min-probe-prob", self.min_probe_prob)):
             if value is not None and not 0.0 <= float(value) <= 1.0:
                 raise BadArgumentError(f"{name} must be in [0, 1], got {value}.")
 
@@ -174,7 +203,9 @@ class AutoPlan:
         r = self.rules
         return [name for name, on in (("reject_flagged", r.reject_flagged),
                                       ("min_label_prob", r.min_label_prob is not None),
-                                      ("max_drift", r.max_drift is not None)) if on]
+                                      ("max_drift", r.max_drift is not None),
+                                      ("min_probe_prob", r.min_probe_prob is not None),
+                                      ("reject_probe_low", r.reject_probe_low)) if on]
 
     def counts(self, by: str) -> dict[str, int]:
         """Rejections per ``label`` or per ``prompt``, sorted by name."""
@@ -195,6 +226,10 @@ class AutoPlan:
             rules["scorer"] = self.scorer and {"id": self.scorer["id"], "model": self.scorer["model"]}
         if self.rules.max_drift is not None:
             rules["max_drift"] = float(self.rules.max_drift)
+        if self.rules.min_probe_prob is not None:
+            rules["min_probe_prob"] = float(self.rules.min_probe_prob)
+        if self.rules.reject_probe_low:
+            rules["reject_probe_low"] = True
         broken = {rule: [row["id"] for row in self.reject if rule in row["broken"]] for rule in self.rule_names()}
         return {"rule": rules, "broken": broken}
 
@@ -209,6 +244,11 @@ def auto_review_plan(workspace: Workspace, rules: AutoRules, *, label: str | Non
     if rules.min_label_prob is not None and scorer is None:
         raise BadArgumentError(f"--min-label-prob needs label scores and '{workspace.path}' has none; run "
                                f"`python -m diffusemix_core score --workspace {workspace.path}` first.")
+    if (rules.min_probe_prob is not None or rules.reject_probe_low) and (
+            scorer is None or _probe_of(workspace, scorer) is None):
+        raise BadArgumentError(f"--min-probe-prob / --reject-probe-low need the probe's scores and '{workspace.path}'"
+                               f" has none; run `python -m diffusemix_core score --workspace {workspace.path}` "
+                               "(the probe needs two classes with two labelled images each).")
     if rules.reject_flagged and quality_row is None:
         raise BadArgumentError(f"--reject-flagged needs quality flags and '{workspace.path}' has none; run "
                                f"`python -m diffusemix_core score --workspace {workspace.path}` first.")
@@ -230,11 +270,24 @@ def auto_review_plan(workspace: Workspace, rules: AutoRules, *, label: str | Non
             unknown |= row["drift"] is None
             if row["drift"] is not None and row["drift"] > rules.max_drift:
                 broken.append("max_drift")
+        if rules.min_probe_prob is not None:
+            unknown |= row["probe_prob"] is None
+            if row["probe_prob"] is not None and row["probe_prob"] < rules.min_probe_prob:
+                broken.append("min_probe_prob")
+        if rules.reject_probe_low:
+            unknown |= row["probe_low"] is None
+            if row["probe_low"]:
+                broken.append("reject_probe_low")
         if broken:
             plan.reject.append(dict(row, broken=broken))
         elif unknown:
             plan.unscored += 1
     return plan
+
+
+def _probe_of(workspace: Workspace, label_row: dict) -> dict | None:
+    with workspace.manifest.session() as db:
+        return probe_scorer(db, label_row["id"])
 
 
 def apply_auto_review(workspace: Workspace, plan: AutoPlan) -> Decision | None:
@@ -262,13 +315,19 @@ def auto_review_rows(plan: AutoPlan) -> tuple[str, list[list]]:
 # ------------------------------------------------------------------------------------------------ the report
 REPORT_COLUMNS = (
     "prompt", "label", "count", "scored", "mean_label_prob", "mean_generated_label_prob", "top1_share",
-    "mean_drift", "flagged_share", "human_approved", "human_rejected", "human_approval_rate", "scorer", "untrained",
+    "mean_drift", "flagged_share", "mean_probe_prob", "probe_low_share", "human_approved", "human_rejected",
+    "human_approval_rate", "scorer", "untrained",
 )
 
 
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
+
+
+def _share(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(bool(v) for v in values) / len(values) if values else None
 
 
 def human_verdicts(workspace: Workspace) -> dict[int, str]:
@@ -313,6 +372,8 @@ def prompt_report(workspace: Workspace, by_class: bool = False, *, scorer: str |
             "top1_share": (sum(rank == 1 for rank in ranks) / len(ranks)) if ranks else None,
             "mean_drift": _mean([r["drift"] for r in members]),
             "flagged_share": (sum(bool(f) for f in checked) / len(checked)) if checked else None,
+            "mean_probe_prob": _mean([r["probe_prob"] for r in members]),
+            "probe_low_share": _share([r["probe_low"] for r in members]),
             "human_approved": approved, "human_rejected": rejected,
             "human_approval_rate": approved / (approved + rejected) if approved + rejected else None,
             "scorer": None if label_row is None else label_row["model"],

@@ -24,6 +24,8 @@ REPORT_METRICS: dict[str, str] = {
     "mean_generated_label_prob": "mean label prob of Î",
     "top1_share": "share with the true class on top",
     "flagged_share": "flagged share",
+    "mean_probe_prob": "mean probe prob of A",
+    "probe_low_share": "share below the probe's threshold",
     "human_approval_rate": "people's approval rate",
     "mean_drift": "mean drift",
 }
@@ -32,7 +34,8 @@ REPORT_METRICS: dict[str, str] = {
 REPORT_HEADERS: dict[str, str] = {  # the report's columns as the app's table shows them
     "prompt": "prompt", "label": "class", "count": "count", "scored": "scored", "mean_label_prob": "p(A) mean",
     "mean_generated_label_prob": "p(Î) mean", "top1_share": "top-1 share", "mean_drift": "drift mean",
-    "flagged_share": "flagged share", "human_approved": "approved", "human_rejected": "rejected",
+    "flagged_share": "flagged share", "mean_probe_prob": "probe p mean", "probe_low_share": "probe-low share",
+    "human_approved": "approved", "human_rejected": "rejected",
     "human_approval_rate": "approval rate", "scorer": "scorer", "untrained": "untrained scorer",
 }
 

@@ -44,6 +44,7 @@ from ..workspace.manifest import now, write
 from ..engine.test_models import TEST_MODELS, TEST_SCORERS, UNTRAINED_SCORER_NOTE
 from ..workspace.labels import UNLABELLED
 from .class_names import class_names, load_class_mapping
+from .embeddings import INSERT_EMBEDDING, SOURCE, embedding_rows
 from .label_scorer import DEFAULT_BATCH_SIZE, DEFAULT_SCORER, DEFAULT_TEMPLATES, LabelScorer
 
 if TYPE_CHECKING:
@@ -274,12 +275,26 @@ class Scoring:
 
     def label_metrics(self, images: Sequence[np.ndarray], labels: Sequence[str]) -> list[dict]:
         """``{metric: (value, text)}`` of each image for its label (a key of ``class_names``)."""
+        return self.label_metrics_embedded(images, labels)[0]
+
+    def label_metrics_embedded(self, images: Sequence[np.ndarray],
+                               labels: Sequence[str]) -> tuple[list[dict], np.ndarray | None]:
+        """:meth:`label_metrics` and the (n, d) float32 image embeddings computed on the way (None without a
+        label scorer), which ``embeddings.py`` stores."""
         if self.model is None or not images:
-            return [{} for _ in images]
+            return [{} for _ in images], None
         self.load()
         names = list(dict.fromkeys(self.class_names.values()))
-        scores = self._scorer.score(list(images), [self.class_names[label] for label in labels], names)
-        return [_label_metrics(s) for s in scores]
+        scores, embeds = self._scorer.score_embedded(list(images), [self.class_names[label] for label in labels],
+                                                     names)
+        return [_label_metrics(s) for s in scores], embeds
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray | None:
+        """(n, d) float32 normalised embeddings of `images` by the label scorer (None without one)."""
+        if self.model is None:
+            return None
+        self.load()
+        return self._scorer.image_embeddings(list(images)).cpu().float().numpy()
 
     def labelled(self, label: str | None, origin: str = "dataset") -> bool:
         """Whether an image of this source has a true class to score against."""
@@ -341,6 +356,7 @@ def insert_scores(db, store: ImageStore, source_id: int, slots: Sequence[ScoredS
     label_id = None if label_spec is None else register_scorer(db, label_spec)
     quality_id = register_scorer(db, q_spec)
     rows: list[tuple] = []
+    embedded: list[tuple] = []
     new: dict[int, np.ndarray] = {}
     per_image: dict[int, list[str]] = {}
     for slot in slots:
@@ -352,6 +368,12 @@ def insert_scores(db, store: ImageStore, source_id: int, slots: Sequence[ScoredS
             rows += label_rows(AUGMENTATION, aug_id, label_id, final["label"])
         if label_id is not None and generated["label"]:
             rows += label_rows(GENERATION, slot.generation_id, label_id, generated["label"])
+        if label_id is not None:
+            for target, target_id, vector in ((AUGMENTATION, aug_id, final.get("embedding")),
+                                              (GENERATION, slot.generation_id, generated.get("embedding")),
+                                              (SOURCE, source_id, slot.scores.get(SOURCE))):
+                if vector is not None:
+                    embedded += embedding_rows(target, [target_id], label_id, vector[None])
         if slot.generated is not None:
             new.setdefault(slot.generation_id, slot.generated)
         per_image.setdefault(slot.generation_id, generated["flags"])
@@ -364,4 +386,5 @@ def insert_scores(db, store: ImageStore, source_id: int, slots: Sequence[ScoredS
         images = read_generations(db, store, source_id, new)
         for gid, flags in generation_flags(images, missing).items():
             rows.append(flag_row(GENERATION, gid, quality_id, flags))
+    db.conn.executemany(INSERT_EMBEDDING, embedded)
     return db.conn.executemany(INSERT_SCORE, rows).rowcount

@@ -93,7 +93,8 @@ def export_workspace(manifest: Manifest, store: ImageStore, to: str | Path, *, s
     building = temp_path(target)
     building.mkdir()
     try:
-        records, originals = _write_files(store, building, rows, folders, include_originals=include_originals)
+        records, originals = _write_files(store, building, rows, folders, include_originals=include_originals,
+                                          scores=_score_columns(manifest, {r["id"] for r in rows}))
         _write_export_manifest(manifest, workspace.name, building / MANIFEST_NAME, rows, records, status=status)
         _publish(building, target)
     except BaseException:
@@ -117,9 +118,40 @@ def export_workspace(manifest: Manifest, store: ImageStore, to: str | Path, *, s
                         export_id=export_id, notes=folders.notes())
 
 
-def _write_files(store: ImageStore, out: Path, rows: list[dict], folders, *,
-                 include_originals: bool) -> tuple[list[dict], int]:
+def _score_columns(manifest: Manifest, ids: set[int]) -> tuple[list[str], dict[int, dict]]:
+    """The scores and flags of the exported A (and their Î: ``generated_*``) by the latest scorer of each kind, as
+    metadata.csv columns, one per metric: (column names, {augmentation id: {column: value}}). Flags are their
+    names ('' = clean); ``top_class`` and ``probe_class`` are the classes CLIP and the probe put on top."""
+    columns: list[str] = []
+    values: dict[int, dict] = {}
+    texts = {"flags": "flags", "top_prob": "top_class", "probe_prob": "probe_class"}
+    with manifest.session() as db:
+        for kind in ("label", "quality", "probe"):
+            row = db.execute("SELECT max(id) FROM scorers WHERE kind = ?", [kind]).fetchone()
+            if row is None or row[0] is None:
+                continue
+            for target, key, prefix in (("augmentation", "a.id", ""), ("generation", "a.generation_id", "generated_")):
+                for aug_id, metric, value, text in db.execute(
+                        f"SELECT a.id, x.metric, x.value, x.text FROM augmentations a JOIN scores x ON x.target = ? "
+                        f"AND x.target_id = {key} AND x.scorer_id = ? ORDER BY x.metric", [target, row[0]]):
+                    if aug_id not in ids:
+                        continue
+                    mine = values.setdefault(aug_id, {})
+                    if metric == "flags":
+                        mine[prefix + metric] = text or ""
+                    else:
+                        mine[prefix + metric] = value
+                        if metric in texts:
+                            mine[prefix + texts[metric]] = text
+    for mine in values.values():
+        columns.extend(c for c in mine if c not in columns)
+    return sorted(columns, key=lambda c: (c.startswith("generated_"), c)), values
+
+
+def _write_files(store: ImageStore, out: Path, rows: list[dict], folders, *, include_originals: bool,
+                 scores: tuple[list[str], dict[int, dict]] = ([], {})) -> tuple[list[dict], int]:
     """Every A (and with include_originals each source once) under `out`; returns (metadata rows, originals)."""
+    score_columns, score_values = scores
     records: list[dict] = []
     jobs: list[tuple[Path, dict]] = []
     originals_done: dict[int, str] = {}
@@ -131,7 +163,8 @@ def _write_files(store: ImageStore, out: Path, rows: list[dict], folders, *,
                         "mask": r["mask"], "fractal": r["fractal"], "lam": r["lam"], "seed": r["seed"],
                         "source": r["source_path"], "kind": "augmented", "augmentation_id": r["id"],
                         "source_id": r["source_id"], "status": r["status"], "drift": r["drift"],
-                        "prompt_text": r["prompt_text"], "model": r["model"]})
+                        "prompt_text": r["prompt_text"], "model": r["model"],
+                        **{c: score_values.get(r["id"], {}).get(c, "") for c in score_columns}})
         if include_originals and r["source_id"] not in originals_done:
             odest = safe_join(out, folder, f"orig_{r['source_id']}.png")
             odest.parent.mkdir(exist_ok=True)
@@ -140,7 +173,7 @@ def _write_files(store: ImageStore, out: Path, rows: list[dict], folders, *,
             records.append({"file_name": originals_done[r["source_id"]], "label": r["label"], "prompt": "",
                             "mask": "", "fractal": "", "lam": "", "seed": "", "source": r["source_path"],
                             "kind": "original", "augmentation_id": "", "source_id": r["source_id"], "status": "",
-                            "drift": "", "prompt_text": "", "model": ""})
+                            "drift": "", "prompt_text": "", "model": "", **{c: "" for c in score_columns}})
 
     def write_final(job: tuple[Path, dict]) -> None:
         dest, row = job
@@ -152,7 +185,7 @@ def _write_files(store: ImageStore, out: Path, rows: list[dict], folders, *,
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="export") as pool:
         list(pool.map(write_final, jobs))
     with open(safe_join(out, "metadata.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=[*METADATA_COLUMNS, *score_columns])
         writer.writeheader()
         writer.writerows(records)
     return records, len(originals_done)

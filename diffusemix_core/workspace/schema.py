@@ -152,6 +152,23 @@ SCHEMA = [
         text TEXT,
         PRIMARY KEY (target, target_id, scorer_id, metric)
     ) WITHOUT ROWID""",
+    # image embeddings of the label scorer (curation/embeddings.py): float16 little-endian vectors, one row per image
+    """CREATE TABLE IF NOT EXISTS embeddings (
+        target TEXT NOT NULL CHECK (target IN ('source', 'generation', 'augmentation')),  -- I, Î or A
+        target_id INTEGER NOT NULL,      -- sources.id, generations.id or augmentations.id
+        scorer_id INTEGER NOT NULL REFERENCES scorers(id),  -- the label scorer (CLIP) that embedded it
+        dim INTEGER NOT NULL,
+        vector BLOB NOT NULL,            -- dim float16 values (numpy '<f2'), L2-normalised before rounding
+        UNIQUE (scorer_id, target, target_id)
+    )""",
+    # the map (curation/embedding_map.py): 2-D coordinates of the augmentations' embeddings, per label scorer
+    """CREATE TABLE IF NOT EXISTS map_points (
+        scorer_id INTEGER NOT NULL REFERENCES scorers(id),
+        augmentation_id INTEGER NOT NULL,
+        x REAL NOT NULL,
+        y REAL NOT NULL,
+        PRIMARY KEY (scorer_id, augmentation_id)
+    ) WITHOUT ROWID""",
 ]
 _TABLES = [statement.split("EXISTS", 1)[1].split("(", 1)[0].strip() for statement in SCHEMA
            if statement.lstrip().startswith("CREATE TABLE")]
