@@ -183,6 +183,14 @@ def test_per_prompt_and_leave_one_out_arms_with_repeats(data, tmp_path):
     assert loo["autumn"][2] == pytest.approx(g.mean)
     assert "stored 4 prompt gain(s)" in proc.stdout
 
+    report = run_cli("report", "--workspace", str(data / "ws"), timeout=120)  # the prompt report lists the gain
+    assert report.returncode == 0, report.stderr
+    header = next(x for x in report.stdout.splitlines()[1:] if x.startswith("prompt "))
+    assert header.split()[-1] == "gain"
+    for prompt, row in alone.items():
+        line = next(x for x in report.stdout.splitlines() if x.startswith(prompt + " "))
+        assert line.endswith(f"{row[2]:+.2f} [{row[3]:+.2f}, {row[4]:+.2f}] (2 seeds)"), line
+
 
 def test_one_seed_says_the_interval_is_unknown(data, tmp_path):
     out = tmp_path / "one"

@@ -80,7 +80,7 @@ def plot_class_gains(matrix: list[list[float]], prompts: Sequence[str], classes:
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
             ax.text(j, i, f"{value:+.0f}", ha="center", va="center", fontsize=8)
-    fig.colorbar(image, ax=ax, label="per-class top-1 gain over the baseline (points)")
+    fig.colorbar(image, ax=ax, label="top-1 gain (points)")
     ax.set_title("class × prompt gains (final epoch, mean over seeds)")
     fig.savefig(path)
     return path
