@@ -79,7 +79,8 @@ def plot_class_gains(matrix: list[list[float]], prompts: Sequence[str], classes:
     ax.set_yticks(range(len(prompts)), prompts)
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
-            ax.text(j, i, f"{value:+.0f}", ha="center", va="center", fontsize=8)
+            ax.text(j, i, f"{value:+.0f}", ha="center", va="center", fontsize=8,
+                    color="white" if abs(value) > 0.6 * limit else "black")
     fig.colorbar(image, ax=ax, label="top-1 gain (points)")
     ax.set_title("class × prompt gains (final epoch, mean over seeds)")
     fig.savefig(path)

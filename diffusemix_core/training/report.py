@@ -181,6 +181,9 @@ def _verdicts(gains: dict[str, Gain], k: int) -> str:
     if groups["noise"]:
         parts.append("Within the noise (the interval holds 0; no difference shown with "
                      f"{k} seeds): " + "; ".join(groups["noise"]) + ".")
+    if len(gains) >= 5:
+        parts.append(f"With {len(gains)} arms compared, about one interval in twenty excludes 0 by chance alone: "
+                     "confirm a lone verdict with more seeds (--repeats) before acting on it.")
     return "\n\n".join(parts)
 
 

@@ -200,6 +200,8 @@ class Clock:
 
 def _duration(seconds: float) -> str:
     seconds = max(0.0, float(seconds))
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
