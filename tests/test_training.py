@@ -270,7 +270,8 @@ def test_train_command_runs_every_arm_writes_its_outputs_and_learns_the_toy_task
     assert cli_main(train_args(data, out, "--epochs", "6", "--workers", "0")) == 0
     stdout = capsys.readouterr().out
     rows = read_results(out / "results.csv")
-    assert list(rows[0]) == ["arm", "epoch", "loss", "val_loss", "top1", "top5", "train_images", "seconds"]
+    assert list(rows[0]) == ["arm", "seed", "epoch", "p", "loss", "val_loss", "top1", "top5", "train_images",
+                             "seconds"]
     assert [(r["arm"], int(r["epoch"])) for r in rows] == [(a, e) for a in ("baseline", "export", "online")
                                                            for e in range(1, 7)]
     for arm in ("baseline", "export", "online"):

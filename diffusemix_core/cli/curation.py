@@ -3,7 +3,8 @@
 * ``score``: label consistency (zero-shot CLIP over the class names) and quality flags of every Î and A that has
   none yet from the scorer asked for (resumable, batched);
 * ``report``: per prompt (``--by-class``: per prompt and class) the mean label probability of A and Î, drift,
-  flagged share and the approval rate of people's decisions; ``--csv FILE`` writes it.
+  flagged share and the approval rate of people's decisions, and the gain training measured per prompt
+  (``train --per-prompt``) when there is one; ``--csv FILE`` writes it.
 
 The rules of ``review --auto`` that read these scores are in ``auto_review.py``. The work is in ``curation/``;
 handlers parse, call it and print. Errors propagate to ``cli.main`` (one line).
@@ -192,6 +193,8 @@ def run_report(args: argparse.Namespace) -> int:
     from ..curation.queries import REPORT_COLUMNS, prompt_report
     from ..curation.scores import latest_scorer
     from ..workspace.folder import Workspace
+    from ..workspace.prompt_gains import latest_prompt_gains
+    from .prompts import gain_text
 
     workspace = Workspace(args.workspace, create=False)
     if args.probe:
@@ -205,9 +208,16 @@ def run_report(args: argparse.Namespace) -> int:
              else "no label scores yet (run `score`)"))
     if scorer:
         scorer_note(scorer["model"], bool(scorer["is_test_model"]))
+    gains = {} if args.by_class else latest_prompt_gains(workspace)
+    if gains:  # what training measured per prompt (train --per-prompt), beside the scores
+        columns = columns + ["gain"]
+        rows = [{**r, "gain": gain_text(gains.get(r["prompt"])), "gain_low": (gains.get(r["prompt"]) or {}).get("low"),
+                 "gain_high": (gains.get(r["prompt"]) or {}).get("high"),
+                 "gain_mean": (gains.get(r["prompt"]) or {}).get("gain")} for r in rows]
     _print_table(columns, rows, 2 if args.by_class else 1)
     if args.csv is not None:
-        _write_csv(args.csv, [c for c in REPORT_COLUMNS if args.by_class or c != "label"], rows)
+        _write_csv(args.csv, [c for c in REPORT_COLUMNS if args.by_class or c != "label"]
+                   + (["gain_mean", "gain_low", "gain_high"] if gains else []), rows)
     return 0
 
 

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Sequence
 
-from . import augment, compare, curation, preview, train, workspace
+from . import augment, compare, curation, preview, prompts, train, workspace
 from .console import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE
 from .failures import failure_message
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     workspace.add_subcommands(subparsers)
     train.add_subcommand(subparsers)
     curation.add_subcommands(subparsers)
+    prompts.add_subcommand(subparsers)
     compare.add_subcommand(subparsers)
     return parser
 

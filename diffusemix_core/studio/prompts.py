@@ -12,11 +12,16 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+from ..curation.queries import prompt_report
 from ..engine.prompts import PromptEntry, PromptLibrary
 from ..errors import BadArgumentError, BadPromptError
 from ..workspace.folder import Workspace
+from ..workspace.prompt_gains import disable_prompts, harmful_prompts, latest_prompt_gains
 
-__all__ = ["PromptEditor", "library_to_table", "table_rows", "table_to_library"]
+__all__ = ["TABLE_HEADERS", "PromptEditor", "gain_cell", "library_to_table", "table_rows", "table_to_library"]
+
+# the editor's columns: the two edited ones, then what was measured (read-only)
+TABLE_HEADERS = ["prompt", "enabled", "measured gain (95% CI)", "label p(A)"]
 
 TRUE_WORDS = ("true", "1", "yes", "y", "x", "✓")
 
@@ -52,6 +57,15 @@ def library_to_table(library: PromptLibrary) -> list[list]:
     return [[entry.text, bool(entry.enabled)] for entry in library.entries]
 
 
+def gain_cell(row: dict | None) -> str:
+    """'+1.2 [-0.5, +3.0] ×3' (seeds), '+1.2 (1 seed)' or '–' when never measured."""
+    if row is None:
+        return "–"
+    if row["low"] is None:
+        return f"{row['gain']:+.1f} (1 seed)"
+    return f"{row['gain']:+.1f} [{row['low']:+.1f}, {row['high']:+.1f}] ×{row['repeats']}"
+
+
 class PromptEditor:
     """The workspace's prompt library, edited through the table (every later run uses what is saved)."""
 
@@ -61,6 +75,32 @@ class PromptEditor:
 
     def library(self) -> PromptLibrary:
         return self.workspace.manifest.get_prompt_library()
+
+    def table(self, library: PromptLibrary | None = None) -> list[list]:
+        """The editor's rows: [text, enabled, measured gain, label consistency] (the last two read-only)."""
+        library = library if library is not None else self.library()
+        gains = latest_prompt_gains(self.workspace)
+        consistency = {r["prompt"]: r["mean_label_prob"] for r in prompt_report(self.workspace)}
+        return [[e.text, bool(e.enabled), gain_cell(gains.get(e.text)),
+                 "–" if consistency.get(e.text) is None else f"{consistency[e.text]:.2f}"] for e in library.entries]
+
+    def harmful(self) -> tuple[list[str], str]:
+        """(the enabled prompts measured harmful, a sentence listing them and asking, or saying there are none)."""
+        rows = harmful_prompts(self.workspace)
+        if not rows:
+            return [], ("No harmful prompt: none has a measured gain below 0 with its 95% interval below 0 "
+                        "(measure with several seeds below, or `train --per-prompt --repeats 3`).")
+        listed = "\n".join(f"- **{r['prompt']}**: {gain_cell(r)}" for r in rows)
+        return [r["prompt"] for r in rows], (f"{len(rows)} prompt(s) make the model worse beyond the noise:"
+                                             f"\n\n{listed}\n\nDisable them? They stay in the library.")
+
+    def disable(self, prompts: list[str]) -> tuple[PromptLibrary, str]:
+        """Disable the prompts the user confirmed (still harmful now); (the library, a sentence)."""
+        still = set(self.harmful()[0]) & set(prompts or [])
+        if not still:
+            return self.library(), "Nothing disabled: no prompt confirmed is harmful now."
+        library = disable_prompts(self.workspace, still)
+        return library, f"✅ Disabled {len(still)} prompt(s): {', '.join(sorted(still))}."
 
     def save(self, table: Any, template: str) -> tuple[PromptLibrary, str]:
         """Store the edited library: (the library, '✅ Saved …' with any token-length warnings). BadPromptError

@@ -16,6 +16,7 @@ from .compare import ComparePresets
 from .config import AppConfig
 from .dataset import DatasetRuns
 from .explore import Explore
+from .measure import PromptStudy
 from .exports import Exports
 from .model import ModelHolder
 from .prompts import PromptEditor
@@ -52,3 +53,5 @@ class Studio:
                                     typed_folders=config.typed_folders, data_root=config.data_root,
                                     ray_address=config.ray_address)
         self.exports = Exports(self.workspace, config.exports_dir)
+        self.prompt_study = PromptStudy(self.workspace, self.datasets.folder, config.exports_dir / "prompt-study",
+                                        self.fractals, device=config.device)

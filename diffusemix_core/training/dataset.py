@@ -74,29 +74,51 @@ def open_manifest(workspace: Path) -> sqlite3.Connection:
     return sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30, check_same_thread=False)
 
 
-def manifest_sources(conn: sqlite3.Connection, status: str) -> list[tuple[int, str, int]]:
-    """(source id, label, number of distinct Î with an augmentation of `status`) for every usable dataset source.
+def _prompt_clause(prompts: Sequence[str] | None) -> tuple[str, list[str]]:
+    """The join condition restricting augmentations to `prompts` (None: every prompt)."""
+    if prompts is None:
+        return "", []
+    return f" AND a.prompt IN ({', '.join('?' * len(prompts))})", list(prompts)
+
+
+def manifest_sources(conn: sqlite3.Connection, status: str, prompts: Sequence[str] | None = None
+                     ) -> list[tuple[int, str, int]]:
+    """(source id, label, number of distinct Î with an augmentation of `status` and of one of `prompts`) for every
+    usable dataset source (`prompts` None: any prompt).
 
     Usable: ``status = 'ok'`` and ``origin = 'dataset'`` (a bulk run's images; single images saved from the app are
     explorations, not the training set). Ordered by id.
     """
+    clause, params = _prompt_clause(prompts)
     return conn.execute(
-        """SELECT s.id, s.label, COUNT(DISTINCT g.path) FROM sources s
-           LEFT JOIN augmentations a ON a.source_id = s.id AND (? = 'all' OR a.status = ?)
+        f"""SELECT s.id, s.label, COUNT(DISTINCT g.path) FROM sources s
+           LEFT JOIN augmentations a ON a.source_id = s.id AND (? = 'all' OR a.status = ?){clause}
            LEFT JOIN generations g ON g.id = a.generation_id
            WHERE s.status = 'ok' AND s.origin = 'dataset' GROUP BY s.id ORDER BY s.id""",
-        [status, status],
+        [status, status, *params],
     ).fetchall()
 
 
-def manifest_images(conn: sqlite3.Connection, source_id: int, status: str) -> tuple[str, list[str]]:
-    """(the source's stored image, the distinct Î of its augmentations of `status`, oldest first)."""
+def manifest_prompt_counts(conn: sqlite3.Connection, status: str) -> dict[str, int]:
+    """{prompt: number of distinct Î with an augmentation of `status` on a usable dataset source}."""
+    return dict(conn.execute(
+        """SELECT a.prompt, COUNT(DISTINCT g.path) FROM augmentations a
+           JOIN sources s ON s.id = a.source_id JOIN generations g ON g.id = a.generation_id
+           WHERE s.status = 'ok' AND s.origin = 'dataset' AND (? = 'all' OR a.status = ?) GROUP BY a.prompt""",
+        [status, status],
+    ).fetchall())
+
+
+def manifest_images(conn: sqlite3.Connection, source_id: int, status: str, prompts: Sequence[str] | None = None
+                    ) -> tuple[str, list[str]]:
+    """(the source's stored image, the distinct Î of its augmentations of `status` and `prompts`, oldest first)."""
+    clause, params = _prompt_clause(prompts)
     rows = conn.execute(
-        """SELECT s.image_path, g.path FROM sources s
-           LEFT JOIN augmentations a ON a.source_id = s.id AND (? = 'all' OR a.status = ?)
+        f"""SELECT s.image_path, g.path FROM sources s
+           LEFT JOIN augmentations a ON a.source_id = s.id AND (? = 'all' OR a.status = ?){clause}
            LEFT JOIN generations g ON g.id = a.generation_id
            WHERE s.id = ? ORDER BY g.id""",
-        [status, status, int(source_id)],
+        [status, status, *params, int(source_id)],
     ).fetchall()
     if not rows:
         raise WorkspaceError(f"source {source_id} is no longer in the manifest; rebuild the dataset.")
@@ -159,6 +181,9 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
     item). Call :meth:`set_epoch` before each epoch: the epoch lives in shared memory, so DataLoader workers, also
     persistent ones, see it. Each process opens its own read-only SQLite connection on first use; pickling drops
     it. Sources whose Î have none of the wanted ``status`` (e.g. nothing approved yet) always give the original.
+    ``prompts`` (a list of prompt texts, as stored in the augmentations) restricts the Î re-mixed from to those
+    prompts' (a per-prompt study); sources with none of them give the original. ``p`` can change between epochs
+    (:meth:`set_p`, shared with the workers like the epoch), for a curriculum.
     """
 
     def __init__(
@@ -176,12 +201,20 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
         size: int = 224,
         feather: int = 0,
         cache: bool = True,
+        prompts: Sequence[str] | None = None,
     ) -> None:
         self.workspace = Path(getattr(workspace, "path", workspace))
         self.status = _check_status(status)
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
-            raise BadArgumentError(f"p (the probability of a DiffuseMix image) must be in [0, 1], got {p!r}.")
-        self.p = float(p)
+        self._p = torch.zeros((), dtype=torch.float64).share_memory_()  # shared, like the epoch: set_p reaches workers
+        self.set_p(p)
+        if prompts is not None:
+            if isinstance(prompts, str):
+                prompts = [prompts]
+            prompts = tuple(dict.fromkeys(str(t) for t in prompts))
+            if not prompts:
+                raise BadArgumentError("prompts must name at least one prompt (None: every prompt); for the "
+                                       "originals only, use p=0.")
+        self.prompts: tuple[str, ...] | None = prompts
         self.lam_range = check_lam_range(lam)
         self.masks = tuple(check_mask_kind(kind) for kind in masks)
         if not self.masks:
@@ -202,7 +235,7 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
 
         conn = open_manifest(self.workspace)
         try:
-            rows = manifest_sources(conn, self.status)
+            rows = manifest_sources(conn, self.status, self.prompts)
         finally:
             conn.close()
         if not rows:
@@ -224,13 +257,26 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         low, high = self.lam_range
         lam = f"{low:g}" if low == high else f"({low:g}, {high:g})"
+        prompts = "" if self.prompts is None else f", prompts={list(self.prompts)}"
         return (f"DiffuseMixDataset('{self.workspace}', {len(self)} sources, {len(self.classes)} classes, "
-                f"{self.sources_with_generated} with {self.status} Î, p={self.p:g}, lam={lam}, epoch={self.epoch})")
+                f"{self.sources_with_generated} with {self.status} Î{prompts}, p={self.p:g}, lam={lam}, "
+                f"epoch={self.epoch})")
 
     @property
     def sources_with_generated(self) -> int:
         """How many sources have at least one cached Î of the wanted status."""
         return int((self.generated_counts > 0).sum())
+
+    @property
+    def p(self) -> float:
+        """The probability that an item is a DiffuseMix image (:meth:`set_p` changes it, e.g. per epoch)."""
+        return float(self._p)
+
+    def set_p(self, p: float) -> None:
+        """Make the next items use probability `p` (a curriculum: call it with :meth:`set_epoch`)."""
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+            raise BadArgumentError(f"p (the probability of a DiffuseMix image) must be in [0, 1], got {p!r}.")
+        self._p.fill_(float(p))
 
     @property
     def epoch(self) -> int:
@@ -253,7 +299,7 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
         with self._lock:
             if self._conn is None or self._conn_pid != os.getpid():  # first use, or a forked worker's first use
                 self._conn, self._conn_pid = open_manifest(self.workspace), os.getpid()
-            return manifest_images(self._conn, source_id, self.status)
+            return manifest_images(self._conn, source_id, self.status, self.prompts)
 
     # 1. sample -------------------------------------------------------------------------------------------
     def draw(self, index: int, n_generated: int, count: int = 1, epoch: int | None = None) -> list[Draw]:
@@ -261,10 +307,11 @@ class DiffuseMixDataset(torch.utils.data.Dataset):
         cached Î. Every value is drawn whatever the others are, so e.g. p never shifts the mask draws."""
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch), int(index)])
         low, high = self.lam_range
+        p = self.p
         ids = self.fractals.ids
         draws = []
         for _ in range(count):
-            augment = bool(rng.random() < self.p)
+            augment = bool(rng.random() < p)
             pick = rng.random()
             which = min(int(pick * n_generated), n_generated - 1) if n_generated else -1
             mask = self.masks[int(rng.integers(len(self.masks)))]

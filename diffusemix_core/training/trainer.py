@@ -17,28 +17,33 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import threading
 import time
 import unicodedata
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
+from ..checks import check_int
 from ..engine.devices import resolve_device
 from ..engine.fractals import FractalLibrary
-from ..errors import BadArgumentError, WorkspaceError
+from ..errors import BadArgumentError, DiffuseMixError, WorkspaceError
+from .arms import BASE_ARMS, Arm, plan_arms
 from .dataset import DiffuseMixDataset, ImageFiles, image_folder
 from .losses import jsd_loss
 from .models import build_model
-from .report import ResultsCsv, TrainReport, plot_curves, summary_markdown
+from .plots import plot_class_gains, plot_curves, plot_prompt_gains
+from .report import CLASS_COLUMNS, ResultsCsv, TrainReport, arm_gains, class_gain_matrix, summary_markdown
 from .settings import TrainSettings
 
-__all__ = ["ARMS", "match_classes", "pick_device", "train_arms"]
+__all__ = ["ARMS", "TrainingCancelled", "match_classes", "pick_device", "train_arms"]
 
 log = logging.getLogger(__name__)
 
-ARMS: tuple[str, ...] = ("baseline", "export", "online")
+ARMS: tuple[str, ...] = BASE_ARMS
 
 
 # ---------------------------------------------------------------------------------------------- the trainer
@@ -78,26 +83,38 @@ def match_classes(workspace_classes: Sequence[str], val_classes: Sequence[str], 
     )
 
 
-def train_arms(workspace: str | Path, val_dir: str | Path, out: str | Path, *, arms: Sequence[str] = ARMS,
-               settings: TrainSettings = TrainSettings(), overwrite: bool = False, progress: bool = True,
-               fractals: FractalLibrary | None = None) -> TrainReport:
-    """Train one model per arm on the same seed, schedule and validation set; write results.csv, curves.png and
-    summary.md into `out` (the export arm's files go to ``out/export``).
+def train_arms(workspace: str | Path, val_dir: str | Path, out: str | Path, *,
+               arms: Sequence[str] | Sequence[Arm] = BASE_ARMS, settings: TrainSettings = TrainSettings(),
+               repeats: int = 1, overwrite: bool = False, progress: bool = True,
+               fractals: FractalLibrary | None = None, record_gains: bool = True,
+               on_epoch: Callable[[dict, int, int, float | None], None] | None = None,
+               cancel: threading.Event | None = None) -> TrainReport:
+    """Train one model per arm and seed (`repeats` seeds from ``settings.seed``) on the same schedule and validation
+    set; write results.csv, per_class.csv, curves.png and summary.md into `out` (the export arm's files go to
+    ``out/export``), and with per-prompt arms prompt_gains.png and gains.png, storing their gains in the workspace
+    (`record_gains`).
 
-    Every arm sees as many images per epoch as the workspace has sources, so every arm takes the same optimizer
-    steps: ``baseline`` the originals; ``export`` draws them from the originals + the exported augmentation files;
-    ``online`` from :class:`DiffuseMixDataset` (p, λ), with ``settings.jsd`` adding AugMix's consistency loss.
+    `arms` are names (baseline, export, online: the online arm with ``settings.p`` and ``settings.lam``) or
+    :class:`~.arms.Arm` values from :func:`~.arms.plan_arms`. Every arm sees as many images per epoch as the
+    workspace has sources, so every arm takes the same optimizer steps. Seed k changes the initial weights, the
+    image order and every augmentation draw, the same in every arm, so arms are paired by seed. `on_epoch(row, done,
+    total, seconds_left)` is called after every epoch; `cancel` (set from another thread) stops within a batch
+    (:class:`TrainingCancelled`; the finished epochs stay in results.csv).
     """
     workspace, val_dir, out = Path(workspace), Path(val_dir), Path(out)
-    arms = _check_arms(arms)
     s = settings
     s.check()
+    plan = [a if isinstance(a, Arm) else None for a in arms]
+    if None in plan or not plan:
+        plan = plan_arms([str(a) for a in arms], ps=[s.p], lams=[s.lam])
+    repeats = check_int("repeats", repeats, minimum=1)
+    seeds = list(range(s.seed, s.seed + repeats))
     device = pick_device(s.device)
     _check_out(out, workspace, overwrite)
 
     fractals = fractals if fractals is not None else FractalLibrary.default()
-    common = {"status": s.status, "size": s.size, "seed": s.seed, "fractals": fractals}
-    originals = DiffuseMixDataset(workspace, p=0.0, **common)
+    common = {"status": s.status, "size": s.size, "fractals": fractals}
+    originals = DiffuseMixDataset(workspace, p=0.0, seed=s.seed, **common)
     classes = originals.classes
     val_classes, val_files = image_folder(val_dir)
     if not val_files:
@@ -105,7 +122,7 @@ def train_arms(workspace: str | Path, val_dir: str | Path, out: str | Path, *, a
     match_classes(classes, val_classes, val_dir)
     by_nfc = {unicodedata.normalize("NFC", c): i for i, c in enumerate(classes)}
     val = ImageFiles([(path, by_nfc[unicodedata.normalize("NFC", c)]) for path, c in val_files], size=s.size)
-    if originals.sources_with_generated == 0 and set(arms) - {"baseline"}:
+    if originals.sources_with_generated == 0 and any(a.kind != "baseline" for a in plan):
         raise WorkspaceError(
             f"workspace '{workspace}' has no {s.status} augmentations, so the export and online arms would be the "
             f"baseline; review first (`review --workspace {workspace} --approve ...`) or train --arms baseline."
@@ -113,40 +130,128 @@ def train_arms(workspace: str | Path, val_dir: str | Path, out: str | Path, *, a
     build_model(s.model, classes, pretrained=s.pretrained)  # a missing model fails now, not after an arm
 
     out.mkdir(parents=True, exist_ok=True)
-    datasets: dict[str, torch.utils.data.Dataset] = {}
-    export_dir = None
-    for arm in arms:
-        if arm == "baseline":
-            datasets[arm] = originals
-        elif arm == "online":
-            datasets[arm] = DiffuseMixDataset(workspace, p=s.p, lam=s.lam, jsd=s.jsd, **common)
-        else:
-            export_dir = out / "export"
-            files = _export_files(workspace, export_dir, s.status, set(originals.source_ids.tolist()),
-                                  originals.class_to_idx, overwrite=overwrite)
-            datasets[arm] = torch.utils.data.ConcatDataset([originals, ImageFiles(files, size=s.size)])
+    export_dir, export_files = None, None
+    if any(a.kind == "export" for a in plan):
+        export_dir = out / "export"
+        export_files = _export_files(workspace, export_dir, s.status, set(originals.source_ids.tolist()),
+                                     originals.class_to_idx, overwrite=overwrite)
 
+    def dataset_of(arm: Arm, seed: int) -> torch.utils.data.Dataset:
+        if arm.kind == "baseline":
+            return DiffuseMixDataset(workspace, p=0.0, seed=seed, **common)
+        if arm.kind == "export":
+            return torch.utils.data.ConcatDataset([DiffuseMixDataset(workspace, p=0.0, seed=seed, **common),
+                                                   ImageFiles(export_files, size=s.size)])
+        return DiffuseMixDataset(workspace, p=arm.p_at(1, s.epochs), lam=arm.lam, jsd=s.jsd, prompts=arm.prompts,
+                                 seed=seed, **common)
+
+    pools = {a.name: len(originals) + (len(export_files) if a.kind == "export" else 0) for a in plan}
     results = ResultsCsv(out / "results.csv")
+    per_class = ResultsCsv(out / "per_class.csv", CLASS_COLUMNS)
+    clock = Clock(len(plan) * len(seeds) * s.epochs, on_epoch)
+    tqdm.write(clock.plan_text(len(plan), len(seeds), s.epochs, len(originals)))
     rows: list[dict] = []
-    for arm in arms:
-        for row in _train_one(arm, datasets[arm], val, classes, len(originals), s, device, progress):
-            rows.append(row)
-            results.append(row)
-    curves_png = plot_curves(rows, out / "curves.png")
-    summary_md = out / "summary.md"
-    summary_md.write_text(summary_markdown(rows, arms, datasets, originals, val, workspace, val_dir, s, device),
-                          encoding="utf-8")
-    return TrainReport(rows=rows, results_csv=results.path, curves_png=curves_png, summary_md=summary_md,
-                       export_dir=export_dir)
+    class_rows: list[dict] = []
+    for arm in plan:
+        for seed in seeds:
+            for row, by_class in _train_one(arm, dataset_of(arm, seed), val, classes, len(originals), s, seed,
+                                            device, progress, cancel):
+                rows.append(row)
+                class_rows.extend(by_class)
+                results.append(row)
+                per_class.append(*by_class)
+                clock.tick(row)
+    return _finish(out, rows, class_rows, plan, pools, classes, seeds, s, workspace, val_dir, originals, val, device,
+                   export_dir, results.path, per_class.path, record_gains)
 
 
-def _check_arms(arms: Sequence[str]) -> list[str]:
-    chosen = list(dict.fromkeys(a.strip() for a in arms if a.strip()))
-    unknown = [a for a in chosen if a not in ARMS]
-    if unknown or not chosen:
-        raise BadArgumentError(f"unknown arm(s) {', '.join(map(repr, unknown)) or '(none given)'}; choose among "
-                               f"{', '.join(ARMS)}.")
-    return chosen
+class TrainingCancelled(DiffuseMixError):
+    """The run was cancelled; the epochs finished are in results.csv."""
+
+
+class Clock:
+    """Arm-epochs done of all planned, the time left from the mean arm-epoch so far (training + evaluation)."""
+
+    def __init__(self, total: int, on_epoch=None) -> None:
+        self.total, self.done, self.on_epoch = total, 0, on_epoch
+        self.started = time.perf_counter()
+
+    @staticmethod
+    def plan_text(arms: int, seeds: int, epochs: int, images: int) -> str:
+        return (f"plan: {arms} arm(s) × {seeds} seed(s) × {epochs} epoch(s) = {arms * seeds * epochs} arm-epochs of "
+                f"{images} images each; the time left is estimated after the first epoch.")
+
+    def seconds_left(self) -> float | None:
+        if not self.done:
+            return None
+        return (time.perf_counter() - self.started) / self.done * (self.total - self.done)
+
+    def tick(self, row: dict) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.started
+        left = self.seconds_left()
+        if self.done == 1:
+            tqdm.write(f"estimate from the first epoch: {_duration(elapsed)} per arm-epoch, so about "
+                       f"{_duration(elapsed * self.total)} for all {self.total}")
+        tqdm.write(f"  [{self.done}/{self.total} arm-epochs, about {_duration(left)} left]")
+        if self.on_epoch is not None:
+            self.on_epoch(row, self.done, self.total, left)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _finish(out, rows, class_rows, plan, pools, classes, seeds, s, workspace, val_dir, originals, val, device,
+            export_dir, results_csv, per_class_csv, record_gains) -> TrainReport:
+    """The pictures, summary.md and, for per-prompt arms, the gains stored in the workspace."""
+    names = [a.name for a in plan]
+    report = TrainReport(rows=rows, results_csv=results_csv, curves_png=plot_curves(rows, out / "curves.png"),
+                         summary_md=out / "summary.md", export_dir=export_dir, per_class_csv=per_class_csv,
+                         class_rows=class_rows, gains=arm_gains(rows, names))
+    measured = [a for a in plan if a.kind in ("prompt", "without") and a.name in report.gains]
+    if measured:
+        report.prompt_gains_png = plot_prompt_gains({a.name: report.gains[a.name] for a in measured},
+                                                    out / "prompt_gains.png")
+        alone = [a for a in measured if a.kind == "prompt"]
+        if alone:
+            matrix = class_gain_matrix(class_rows, [a.name for a in alone], classes)
+            report.gains_png = plot_class_gains(matrix, [a.prompt for a in alone], classes, out / "gains.png")
+    facts = {"workspace": workspace, "sources": len(originals), "classes": len(classes),
+             "with_generated": originals.sources_with_generated, "generated": int(originals.generated_counts.sum()),
+             "val_dir": val_dir, "val": len(val), "device": device}
+    report.summary_md.write_text(summary_markdown(rows, class_rows, plan, pools, facts, s, seeds), encoding="utf-8")
+    if record_gains:
+        report.stored_gains = _store_gains(workspace, plan, report.gains, rows, s, seeds, val_dir, out)
+    return report
+
+
+def _store_gains(workspace, plan, gains, rows, s, seeds, val_dir, out) -> int:
+    """Per-prompt arms' gains into the workspace's prompt_gains table (kind 'alone'), and, with an online arm over
+    every prompt, each leave-one-out arm's contribution (online − without it, paired by seed)."""
+    from ..workspace.folder import Workspace
+    from ..workspace.prompt_gains import record_prompt_gains
+
+    common = {"repeats": len(seeds), "model": s.model, "epochs": s.epochs,
+              "settings": {"size": s.size, "p": s.p, "lam": s.lam, "status": s.status, "seed": s.seed,
+                           "val_dir": str(val_dir), "out": str(out)}}
+    stored = [{"prompt": a.prompt, "kind": "alone", "gain": gains[a.name].mean, "low": gains[a.name].low,
+               "high": gains[a.name].high, **common} for a in plan if a.kind == "prompt" and a.name in gains]
+    if any(a.name == "online" for a in plan):
+        for a in plan:
+            if a.kind == "without":
+                contribution = arm_gains(rows, ["online"], baseline=a.name).get("online")
+                if contribution is not None:
+                    stored.append({"prompt": a.prompt, "kind": "leave-one-out", "gain": contribution.mean,
+                                   "low": contribution.low, "high": contribution.high, **common})
+    return record_prompt_gains(Workspace(workspace, create=False), stored) if stored else 0
 
 
 def _check_out(out: Path, workspace: Path, overwrite: bool) -> None:
@@ -175,19 +280,21 @@ def _export_files(workspace: Path, export_dir: Path, status: str, source_ids: se
             if r["source_id"] and int(r["source_id"]) in source_ids and r["label"] in class_to_idx]
 
 
-def _set_epoch(dataset: torch.utils.data.Dataset, epoch: int) -> None:
+def _set_epoch(dataset: torch.utils.data.Dataset, epoch: int, p: float | None = None) -> None:
+    """Every DiffuseMixDataset in `dataset` draws from `epoch` next (and with probability `p`, when given)."""
     for part in getattr(dataset, "datasets", [dataset]):
         if isinstance(part, DiffuseMixDataset):
             part.set_epoch(epoch)
+            if p is not None and part.p != p:
+                part.set_p(p)
 
 
-def _train_one(arm: str, dataset, val: ImageFiles, classes: Sequence[str], per_epoch: int, s: TrainSettings,
-               device: torch.device, progress: bool):
-    """Yield one result row per epoch of training `arm`."""
-    from tqdm import tqdm
-
+def _train_one(arm: Arm, dataset, val: ImageFiles, classes: Sequence[str], per_epoch: int, s: TrainSettings,
+               seed: int, device: torch.device, progress: bool, cancel: threading.Event | None = None):
+    """Yield (result row, per-class rows) per epoch of training `arm` with `seed` (the initial weights, the image
+    order and, through the dataset, every draw)."""
     with torch.random.fork_rng(devices=[]):  # the same initial weights in every arm; the caller's RNG untouched
-        torch.manual_seed(s.seed)
+        torch.manual_seed(seed)
         model, mean, std = build_model(s.model, classes, pretrained=s.pretrained)
     cuda = device.type == "cuda"
     memory_format = torch.channels_last if cuda else torch.contiguous_format
@@ -201,9 +308,9 @@ def _train_one(arm: str, dataset, val: ImageFiles, classes: Sequence[str], per_e
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=s.batch_size,
         sampler=torch.utils.data.RandomSampler(dataset, num_samples=per_epoch,
-                                               generator=torch.Generator().manual_seed(s.seed)),
+                                               generator=torch.Generator().manual_seed(seed)),
         num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(s.seed),  # worker seeds: never the global RNG
+        generator=torch.Generator().manual_seed(seed),  # worker seeds: never the global RNG
     )
     val_loader = torch.utils.data.DataLoader(val, batch_size=s.batch_size, num_workers=min(workers, 2),
                                              pin_memory=cuda, persistent_workers=workers > 0)
@@ -218,14 +325,19 @@ def _train_one(arm: str, dataset, val: ImageFiles, classes: Sequence[str], per_e
         x = x.to(device, non_blocking=True).sub_(mean_t).div_(std_t)
         return x.contiguous(memory_format=memory_format)
 
+    name = arm.name
     for epoch in range(1, s.epochs + 1):
-        _set_epoch(dataset, epoch)
+        p = arm.p_at(epoch, s.epochs)
+        _set_epoch(dataset, epoch, p if arm.kind not in ("baseline", "export") else None)
         model.train()
         started = time.perf_counter()
         loss_sum, seen = 0.0, 0
-        bar = tqdm(loader, desc=f"{arm} {epoch}/{s.epochs}", unit="batch", leave=False, disable=not progress,
-                   dynamic_ncols=True)
+        bar = tqdm(loader, desc=f"{name} seed {seed} {epoch}/{s.epochs}", unit="batch", leave=False,
+                   disable=not progress, dynamic_ncols=True)
         for images, targets in bar:
+            if cancel is not None and cancel.is_set():
+                bar.close()
+                raise TrainingCancelled("training cancelled; the epochs finished so far are in results.csv.")
             targets = targets.to(device, non_blocking=True)
             x = prepare(torch.cat(images) if jsd else images)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -236,7 +348,7 @@ def _train_one(arm: str, dataset, val: ImageFiles, classes: Sequence[str], per_e
             else:
                 loss = F.cross_entropy(logits, targets)
             if not torch.isfinite(loss):
-                raise BadArgumentError(f"training diverged in arm {arm}, epoch {epoch} (the loss is {loss.item()}); "
+                raise BadArgumentError(f"training diverged in arm {name}, epoch {epoch} (the loss is {loss.item()}); "
                                        "lower --lr.")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -247,20 +359,27 @@ def _train_one(arm: str, dataset, val: ImageFiles, classes: Sequence[str], per_e
             seen += len(targets)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
         bar.close()
-        val_loss, top1, top5 = _evaluate(model, val_loader, prepare, device, amp_dtype)
-        row = {"arm": arm, "epoch": epoch, "loss": round(loss_sum / seen, 6), "val_loss": round(val_loss, 6),
-               "top1": round(top1, 4), "top5": round(top5, 4), "train_images": seen,
+        val_loss, top1, top5, correct, counts = _evaluate(model, val_loader, prepare, device, amp_dtype, len(classes))
+        row = {"arm": name, "seed": seed, "epoch": epoch, "p": round(p, 4), "loss": round(loss_sum / seen, 6),
+               "val_loss": round(val_loss, 6), "top1": round(top1, 4), "top5": round(top5, 4), "train_images": seen,
                "seconds": round(time.perf_counter() - started, 3)}
-        tqdm.write(f"{arm:>8} epoch {epoch}/{s.epochs}: loss {row['loss']:.4f}, val loss {row['val_loss']:.4f}, "
-                   f"top-1 {top1:.2f}%, top-5 {top5:.2f}% ({row['seconds']:.1f} s)")
-        yield row
+        by_class = [{"arm": name, "seed": seed, "epoch": epoch, "class": c, "correct": correct[i],
+                     "images": counts[i], "top1": round(100.0 * correct[i] / counts[i], 4) if counts[i] else 0.0}
+                    for i, c in enumerate(classes)]
+        tqdm.write(f"{name:>8} seed {seed} epoch {epoch}/{s.epochs}: loss {row['loss']:.4f}, val loss "
+                   f"{row['val_loss']:.4f}, top-1 {top1:.2f}%, top-5 {top5:.2f}% ({row['seconds']:.1f} s)")
+        yield row, by_class
 
 
 @torch.inference_mode()
-def _evaluate(model, loader, prepare, device, amp_dtype) -> tuple[float, float, float]:
-    """(mean cross-entropy, top-1 %, top-5 %) over the validation loader (top-5 is top-k for k < 5 classes)."""
+def _evaluate(model, loader, prepare, device, amp_dtype, n_classes: int
+              ) -> tuple[float, float, float, list[int], list[int]]:
+    """(mean cross-entropy, top-1 %, top-5 %, correct top-1 per class, images per class) over the validation loader
+    (top-5 is top-k for k < 5 classes)."""
     model.eval()
     loss_sum, top1, top5, count = 0.0, 0, 0, 0
+    correct = torch.zeros(n_classes, dtype=torch.int64)
+    counts = torch.zeros(n_classes, dtype=torch.int64)
     for images, targets in loader:
         targets = targets.to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -271,4 +390,7 @@ def _evaluate(model, loader, prepare, device, amp_dtype) -> tuple[float, float, 
         top1 += int(hits[:, 0].sum())
         top5 += int(hits.any(dim=1).sum())
         count += len(targets)
-    return loss_sum / count, 100.0 * top1 / count, 100.0 * top5 / count
+        cpu_targets = targets.cpu()
+        counts += torch.bincount(cpu_targets, minlength=n_classes)
+        correct += torch.bincount(cpu_targets[hits[:, 0].cpu()], minlength=n_classes)
+    return (loss_sum / count, 100.0 * top1 / count, 100.0 * top5 / count, correct.tolist(), counts.tolist())

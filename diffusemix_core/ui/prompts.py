@@ -1,5 +1,8 @@
-"""The Prompt library tab: edit, import and download the workspace's prompts; the per-prompt report beside them.
-Named endpoints: /save_prompts, /get_prompts, /reset_prompts, /import_prompts, /download_prompts, /prompt_report."""
+"""The Prompt library tab: edit, import and download the workspace's prompts, each shown with its measured gain
+and label consistency; disable the harmful ones after a confirm step; measure prompts by training (a background
+run with progress, cancellable); the per-prompt report beside them. Named endpoints: /save_prompts, /get_prompts,
+/reset_prompts, /import_prompts, /download_prompts, /prompt_report, /harmful_prompts, /disable_harmful,
+/measure_prompts, /cancel_measure."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from ..curation import filters as query_filters, report_view as report_views
 from ..engine.prompts import PromptLibrary
 from ..errors import DiffuseMixError
 from ..studio.explore import RANDOM
-from ..studio.prompts import library_to_table
+from ..studio.measure import MEASURE_MODELS
+from ..studio.prompts import TABLE_HEADERS
 from ..studio.state import Studio
 from .common import error_to_gradio, scrub_paths, show_errors
 
@@ -26,8 +30,8 @@ def build_prompts(studio: Studio, demo: gr.Blocks, prompt_dd: gr.Dropdown) -> No
         with gr.Row():
             with gr.Column(scale=1):
                 gr.Markdown("Edit prompts in the table (tick *enabled*), then **Save**. Used by every later run.")
-                table = gr.Dataframe(headers=["prompt", "enabled"], datatype=["str", "bool"], interactive=True,
-                                     label="Prompts")
+                table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "bool", "str", "str"], interactive=True,
+                                     static_columns=[2, 3], label="Prompts", elem_id="prompt-table")
                 template = gr.Textbox(label="Template (exactly one {prompt})")
                 with gr.Row():
                     save_p = gr.Button("Save", variant="primary", elem_id="save-prompts")
@@ -36,7 +40,13 @@ def build_prompts(studio: Studio, demo: gr.Blocks, prompt_dd: gr.Dropdown) -> No
                     new_prompt = gr.Textbox(placeholder="new prompt, e.g. foggy morning", show_label=False, scale=2)
                     add_p = gr.Button("Add")
                     del_p = gr.Button("Delete selected row")
+                with gr.Row():
+                    harmful_b = gr.Button("Disable harmful prompts", size="sm", elem_id="disable-harmful")
+                    confirm_b = gr.Button("Yes, disable them", variant="stop", size="sm", visible=False,
+                                          elem_id="confirm-disable")
+                    keep_b = gr.Button("Keep them", size="sm", visible=False, elem_id="keep-prompts")
                 prompt_msg = gr.Markdown(elem_id="prompt-msg")  # next to the buttons that cause it
+                harmful_list = gr.State([])
                 with gr.Accordion("Import or download the library (JSON or TOML, the prompts/ format)", open=False):
                     with gr.Row():
                         import_f = gr.File(label="Import JSON/TOML", file_types=[".json", ".toml"], height=140)
@@ -59,10 +69,29 @@ def build_prompts(studio: Studio, demo: gr.Blocks, prompt_dd: gr.Dropdown) -> No
                                     show_label=False, elem_id="report-plot")
         r_table = gr.Dataframe(label="Prompt report", interactive=False, elem_id="report-table")
         selected_row = gr.State(None)
+        with gr.Accordion("Measure prompts by training", open=False, elem_id="measure-prompts"):
+            gr.Markdown("Trains a baseline and one model per enabled prompt (the originals re-mixed from that "
+                        "prompt's Î only) on several seeds, and measures each prompt's gain in validation top-1 with "
+                        "its 95% interval. The gains are stored and shown in the table above. A validation set: "
+                        "`upload:<id>` from the Dataset tab, or a folder where allowed.")
+            with gr.Row():
+                m_val = gr.Textbox(label="Validation set (class folders)", placeholder="upload:<id> or a folder",
+                                   scale=2, elem_id="measure-val")
+                m_model = gr.Dropdown(list(MEASURE_MODELS), value="resnet-tiny", label="Model")
+                m_epochs = gr.Number(5, precision=0, minimum=1, label="Epochs")
+                m_repeats = gr.Number(3, precision=0, minimum=1, label="Seeds")
+                m_size = gr.Number(64, precision=0, minimum=8, label="Size (px)")
+            with gr.Row():
+                m_start = gr.Button("Start", variant="primary", elem_id="measure-start")
+                m_cancel = gr.Button("Cancel", variant="stop", elem_id="measure-cancel")
+            m_summary = gr.Markdown(elem_id="measure-summary")
+            with gr.Row():
+                m_bars = gr.Image(label="Per-prompt gains", type="filepath", interactive=False, format="png")
+                m_heat = gr.Image(label="Class × prompt gains", type="filepath", interactive=False, format="png")
 
     # ---------------------------------------------------------------------------------------------- callbacks
     def shown(library: PromptLibrary, message: str) -> tuple:
-        return (library_to_table(library), library.template, message,
+        return (editor.table(library), library.template, message,
                 gr.Dropdown(choices=[RANDOM] + library.enabled(), value=RANDOM))
 
     def saving(action: Callable, failed: str) -> Callable:
@@ -78,7 +107,7 @@ def build_prompts(studio: Studio, demo: gr.Blocks, prompt_dd: gr.Dropdown) -> No
 
     def get_prompts():
         library = editor.library()
-        return library_to_table(library), library.template, gr.Dropdown(choices=[RANDOM] + library.enabled(),
+        return editor.table(library), library.template, gr.Dropdown(choices=[RANDOM] + library.enabled(),
                                                                          value=RANDOM)
 
     def save_prompts(table, template):
@@ -103,6 +132,26 @@ def build_prompts(studio: Studio, demo: gr.Blocks, prompt_dd: gr.Dropdown) -> No
         labels, _ = query_filters.filter_choices(studio.workspace)
         return (pd.DataFrame(view.rows, columns=view.headers), plot, view.note, gr.Dropdown(choices=["all", *labels]))
 
+    def harmful_prompts():
+        """The prompts measured harmful and the question; the confirm buttons show only when there are some."""
+        prompts, text = editor.harmful()
+        return prompts, text, gr.Button(visible=bool(prompts)), gr.Button(visible=bool(prompts))
+
+    def disable_harmful(prompts):
+        """Disable the prompts the user confirmed (those still harmful)."""
+        library, message = editor.disable(prompts)
+        return (*shown(library, message), gr.Button(visible=False), gr.Button(visible=False))
+
+    def measure_prompts(val_dir, model="resnet-tiny", epochs=5, repeats=3, size=64, request: gr.Request = None,
+                        progress=gr.Progress()):
+        """Train a baseline and one arm per prompt; (summary, bar chart, heat map); the table then shows the gains."""
+        return studio.prompt_study.run(val_dir, model=model, epochs=int(epochs), repeats=int(repeats),
+                                       size=int(size), session=getattr(request, "session_hash", None),
+                                       progress=progress)
+
+    def cancel_measure(request: gr.Request):
+        return studio.prompt_study.cancel(getattr(request, "session_hash", None))
+
     def row_of(evt: gr.SelectData) -> int | None:
         return int(evt.index[0]) if isinstance(evt.index, (list, tuple)) else int(evt.index)
 
@@ -121,5 +170,15 @@ def build_prompts(studio: Studio, demo: gr.Blocks, prompt_dd: gr.Dropdown) -> No
     gr.on([r_refresh.click, r_by_class.change, r_metric.change, r_label.change, prompts_tab.select],
           show_errors(prompt_report, 2, 4), report_inputs, report_outputs, api_name="prompt_report",
           trigger_mode="always_last")
+    harmful_b.click(error_to_gradio(harmful_prompts), None, [harmful_list, prompt_msg, confirm_b, keep_b],
+                    api_name="harmful_prompts")
+    confirm_b.click(error_to_gradio(disable_harmful), harmful_list, outputs + [confirm_b, keep_b],
+                    api_name="disable_harmful")
+    keep_b.click(lambda: ("Nothing changed.", gr.Button(visible=False), gr.Button(visible=False)), None,
+                 [prompt_msg, confirm_b, keep_b], api_visibility="private")
+    m_start.click(error_to_gradio(measure_prompts), [m_val, m_model, m_epochs, m_repeats, m_size],
+                  [m_summary, m_bars, m_heat], api_name="measure_prompts", concurrency_limit=1
+                  ).then(lambda: get_prompts(), None, [table, template, prompt_dd], api_visibility="private")
+    m_cancel.click(cancel_measure, None, m_summary, api_name="cancel_measure", queue=False)
     demo.load(get_prompts, None, [table, template, prompt_dd], api_name="get_prompts")
     demo.load(show_errors(prompt_report, 2, 4), report_inputs, report_outputs, api_visibility="private")

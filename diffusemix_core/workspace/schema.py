@@ -2,7 +2,8 @@
 
 Tables, in the order rows depend on each other: ``sources`` -> ``generations`` -> ``augmentations``; ``reviews``
 and ``review_batches`` for every decision (decisions.py); ``prompts``, ``meta``, ``exports``, ``runs``;
-``pending_files``, the crash journal (manifest.py); ``scorers`` and ``scores`` for curation. Each column says what
+``pending_files``, the crash journal (manifest.py); ``scorers`` and ``scores`` for curation; ``prompt_gains``
+(what training measured per prompt). Each column says what
 it holds; docs/workspace.md describes them for readers of the file.
 
 :func:`is_current` tells whether a file needs anything; :func:`create_or_migrate` runs inside the caller's write
@@ -169,6 +170,20 @@ SCHEMA = [
         y REAL NOT NULL,
         PRIMARY KEY (scorer_id, augmentation_id)
     ) WITHOUT ROWID""",
+    # prompt gains measured by training (`train --per-prompt`, prompt_gains.py): one row per prompt and run
+    """CREATE TABLE IF NOT EXISTS prompt_gains (
+        id INTEGER PRIMARY KEY,
+        prompt TEXT NOT NULL,            -- the prompt's text, as in prompts.text and augmentations.prompt
+        kind TEXT NOT NULL DEFAULT 'alone',  -- 'alone': its arm vs baseline; 'leave-one-out': online vs without it
+        gain REAL NOT NULL,              -- mean gain of final validation top-1, in points, paired by seed
+        low REAL,                        -- its 95% t interval (NULL with one seed)
+        high REAL,
+        repeats INTEGER NOT NULL,        -- seeds
+        model TEXT NOT NULL,
+        epochs INTEGER NOT NULL,
+        settings TEXT,                   -- JSON: size, p, lam, status, first seed, validation folder, output folder
+        created_at TEXT NOT NULL
+    )""",
 ]
 _TABLES = [statement.split("EXISTS", 1)[1].split("(", 1)[0].strip() for statement in SCHEMA
            if statement.lstrip().startswith("CREATE TABLE")]
@@ -187,6 +202,7 @@ INDEXES = [
     "CREATE INDEX IF NOT EXISTS idx_reviews_batch ON reviews(batch_id)",
     "CREATE INDEX IF NOT EXISTS idx_pending_pid ON pending_files(pid)",
     "CREATE INDEX IF NOT EXISTS idx_scores_value ON scores(scorer_id, metric, target, value)",
+    "CREATE INDEX IF NOT EXISTS idx_prompt_gains_prompt ON prompt_gains(prompt, kind)",
 ]
 
 
