@@ -67,7 +67,8 @@ def test_named_endpoints_are_listed(app):
     _, client, _ = app
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     for name in ("/augment", "/remix", "/export", "/all_prompts", "/approve", "/save_prompts", "/run_dataset",
-                 "/harmful_prompts", "/disable_harmful", "/measure_prompts", "/cancel_measure"):
+                 "/harmful_prompts", "/disable_harmful", "/measure_prompts", "/cancel_measure", "/map", "/map_box",
+                 "/clear_map_box"):
         assert name in endpoints
 
 

@@ -237,7 +237,8 @@ def test_histogram_and_threshold_count_match_the_tables(ws, score, threshold):
     values = frame[frame.status == "pending"][score]
     hist = histograms.histogram(ws, query, score, bins=10, threshold=threshold)
     present = values.dropna()
-    expected = np.histogram(np.minimum(present, 1 - 1e-12), bins=10, range=(0, 1))[0]
+    expected = np.histogram(present, bins=10, range=(present.min(), present.max()))[0]  # the data's range
+    assert hist.edges[0] == pytest.approx(present.min()) and hist.edges[-1] == pytest.approx(present.max())
     assert (np.asarray(hist.kept) + np.asarray(hist.past)).tolist() == expected.tolist()
     assert hist.missing == values.isna().sum() and hist.total == len(present)
     past = present < threshold if histograms.HISTOGRAM_SCORES[score].reject_below else present > threshold
@@ -247,8 +248,28 @@ def test_histogram_and_threshold_count_match_the_tables(ws, score, threshold):
                                       f"{histograms.HISTOGRAM_SCORES[score].title} {side} {threshold:.2f}")
     assert hist.action() == f"Reject the {past.sum()} shown {side} {threshold:.2f}…"
     rows = hist.rows()
-    assert {r["bin"] for r in rows} == {f"{i / 10:.2f}" for i in range(10)}  # every bin is on the axis
+    assert len({r["bin"] for r in rows}) == 10  # every bin is on the axis, each named by its lower edge
+    assert [float(b) for b in dict.fromkeys(r["bin"] for r in rows)] == pytest.approx(hist.edges[:-1], abs=0.01)
     assert sum(r["count"] for r in rows if r["side"] == "rejected") == past.sum()
+
+
+def test_histogram_bins_follow_the_data(ws):
+    """'auto' bins: the values' range, numpy's rule kept within 10-50 bins, named finely enough to tell apart."""
+    hist = histograms.histogram(ws, CurationQuery(), "label_prob")
+    present = table(ws)["label_prob"].dropna()
+    assert hist.edges[0] == pytest.approx(present.min()) and hist.edges[-1] == pytest.approx(present.max())
+    assert histograms.MIN_BINS <= len(hist.kept) <= histograms.MAX_BINS and hist.total == len(present)
+    rng = np.random.default_rng(0)
+    narrow = 0.30 + 0.06 * rng.random(10_000)  # 10,000 values in 0.30-0.36: fine bins, not one 0.05 bar
+    edges = histograms.bin_edges(narrow)
+    assert edges[0] == narrow.min() and edges[-1] == narrow.max()
+    assert len(edges) - 1 == min(histograms.MAX_BINS, len(np.histogram_bin_edges(narrow, "auto")) - 1)
+    assert len(histograms.bin_edges(narrow[:5])) - 1 == histograms.MIN_BINS  # few values: at least 10 bins
+    constant = histograms.bin_edges(np.full(7, 0.4))
+    assert constant[0] < 0.4 < constant[-1]  # one value: a range around it, no division by zero
+    labels = histograms.Histogram("label_prob", edges.tolist(), [1] * (len(edges) - 1), [0] * (len(edges) - 1), 0,
+                                  None).rows()
+    assert len({r["bin"] for r in labels}) == len(edges) - 1  # 0.3012, 0.3024, ...: every bin its own name
 
 
 def test_threshold_reject_count_equals_what_is_rejected(own_ws):

@@ -1,7 +1,9 @@
 """The distribution of one score over what a query matches, and the items a threshold would reject.
 
 The scores people can plot and cut are :data:`HISTOGRAM_SCORES` (A's and Î's label probability: low is bad; drift:
-high is bad). :func:`histogram` counts one of them in equal bins over [0, 1] with one grouped SQL query, each bin
+high is bad). :func:`histogram` counts one of them in equal bins over the range the data spans, as many as numpy's
+'auto' rule (the larger of Sturges' and Freedman–Diaconis') asks, kept within :data:`MIN_BINS`–:data:`MAX_BINS`
+(label probabilities of 10,000 items that all lie in 0.30–0.36 get bins of 0.002, not one bar of 0.05), each bin
 split into the items a threshold keeps and those past it; :func:`threshold_count` says how many are past it, which
 is what rejecting them (``decision_plans.plan_threshold``) would change.
 """
@@ -11,6 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import math
+
+import numpy as np
+
 from ..checks import check_int
 from ..errors import BadArgumentError
 from .filters import CurationQuery, QuerySql, unit_value
@@ -18,8 +24,10 @@ from .filters import CurationQuery, QuerySql, unit_value
 if TYPE_CHECKING:
     from ..workspace.folder import Workspace
 
-__all__ = ["HISTOGRAM_SCORES", "Histogram", "HistogramScore", "histogram", "histogram_score", "threshold_count",
-           "threshold_sql"]
+__all__ = ["HISTOGRAM_SCORES", "MAX_BINS", "MIN_BINS", "Histogram", "HistogramScore", "bin_edges", "histogram",
+           "histogram_score", "threshold_count", "threshold_sql"]
+
+MIN_BINS, MAX_BINS = 10, 50  # the 'auto' rule's bin count is kept within these
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,8 @@ def histogram_score(name: str) -> HistogramScore:
 
 @dataclass(frozen=True)
 class Histogram:
-    """Counts of one score in ``bins`` equal bins over [0, 1], split at a threshold (``past``: the side that
-    would be rejected); ``missing``: matching items without the score."""
+    """Counts of one score in equal bins (``edges``) over the data's range, split at a threshold (``past``: the
+    side that would be rejected); ``missing``: matching items without the score."""
 
     score: str
     edges: list[float]
@@ -85,38 +93,52 @@ class Histogram:
         """One row per (bin, side) with a count, for a stacked bar plot: ``bin`` (its lower edge, '0.20'),
         ``count``, ``side`` ('kept' or 'rejected')."""
         out = []
+        width = (self.edges[-1] - self.edges[0]) / max(1, len(self.kept))
+        digits = max(2, 1 - math.floor(math.log10(width))) if width > 0 else 2  # lower edges that differ
         for i in range(len(self.kept)):
-            name = f"{self.edges[i]:.2f}"
-            if self.kept[i] or not self.past[i]:  # every bin has a row, so the axis shows all of [0, 1]
+            name = f"{self.edges[i]:.{digits}f}"
+            if self.kept[i] or not self.past[i]:  # every bin has a row, so the axis shows the whole range
                 out.append({"bin": name, "count": self.kept[i], "side": "kept"})
             if self.past[i]:
                 out.append({"bin": name, "count": self.past[i], "side": "rejected"})
         return out
 
 
-def histogram(workspace: Workspace, query: CurationQuery, score: str = "label_prob", bins: int = 20,
-              threshold: float | None = None) -> Histogram:
-    """The distribution of `score` (:data:`HISTOGRAM_SCORES`) over what `query` matches (one grouped SQL query),
-    each bin split into the items a threshold would reject (``past``) and keep."""
-    spec = histogram_score(score)
+def bin_edges(values: np.ndarray, bins: int | str = "auto") -> np.ndarray:
+    """Equal bins over the range of `values`: `bins` of them, or with 'auto' numpy's rule (Sturges /
+    Freedman–Diaconis) kept within :data:`MIN_BINS`–:data:`MAX_BINS`. No values: [0, 1]; one value: a unit-wide
+    range around it (so a constant score is one bar, not a division by zero)."""
+    values = np.asarray(values, dtype=np.float64)
+    low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    if bins == "auto":
+        auto = len(np.histogram_bin_edges(values, "auto")) - 1 if len(values) > 1 else MIN_BINS
+        bins = min(MAX_BINS, max(MIN_BINS, auto))
     bins = check_int("bins", bins, minimum=1, maximum=1000)
+    return np.linspace(low, high, bins + 1)
+
+
+def histogram(workspace: Workspace, query: CurationQuery, score: str = "label_prob", bins: int | str = "auto",
+              threshold: float | None = None) -> Histogram:
+    """The distribution of `score` (:data:`HISTOGRAM_SCORES`) over what `query` matches, in equal bins over the
+    range of its values (:func:`bin_edges`), each bin split into the items a threshold would reject (``past``)
+    and keep. One SQL query reads the values (10,000 floats: a few milliseconds)."""
+    spec = histogram_score(score)
     threshold = unit_value("threshold", threshold)
-    edges = [i / bins for i in range(bins + 1)]
-    kept, past = [0] * bins, [0] * bins
     with workspace.manifest.session() as db:
         sql = QuerySql.of(workspace, query, db)
         is_past = "0" if threshold is None else f"{spec.sql} {'<' if spec.reject_below else '>'} ?"
-        rows = db.execute(
-            f"SELECT {spec.sql} IS NULL, min(CAST({spec.sql} * ? AS INTEGER), ?), {is_past}, count(*)"
-            f"{sql.joins}{sql.where} GROUP BY 1, 2, 3",
-            [bins, bins - 1, *([] if threshold is None else [threshold]), *sql.params]).fetchall()
-    missing = 0
-    for unscored, index, beyond, n in rows:
-        if unscored:
-            missing += n
-            continue
-        (past if beyond else kept)[max(0, int(index))] += n
-    return Histogram(score, edges, kept, past, missing, threshold)
+        rows = db.execute(f"SELECT {spec.sql}, {is_past}{sql.joins}{sql.where}",
+                          [*([] if threshold is None else [threshold]), *sql.params]).fetchall()
+    values = np.array([r[0] for r in rows if r[0] is not None], dtype=np.float64)
+    beyond = np.array([bool(r[1]) for r in rows if r[0] is not None], dtype=bool)
+    edges = bin_edges(values, bins)
+    index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+    n = len(edges) - 1
+    kept = np.bincount(index[~beyond], minlength=n).tolist()
+    past = np.bincount(index[beyond], minlength=n).tolist()
+    return Histogram(score, [float(e) for e in edges], kept, past, len(rows) - len(values), threshold)
 
 
 def threshold_sql(workspace: Workspace, query: CurationQuery, score: str, threshold: float, db) -> QuerySql:

@@ -30,6 +30,7 @@ from ..studio.state import Studio
 from ..workspace.decisions import describe_undo
 from ..workspace.manifest import STATUSES
 from .common import STAGE_LABELS, cell_of_row, show_errors
+from .curate_map import build_map
 from .curate_rules import ask, build_rules, cancel, confirm
 
 __all__ = ["build_curate"]
@@ -55,6 +56,7 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> None:
                         gr.Slider(0, 1, value=1, step=0.01, label="label prob of A ≤", elem_id="f-max-p"),
                         gr.Slider(0, 1, value=0, step=0.01, label="drift ≥", elem_id="f-min-drift"),
                         gr.Slider(0, 1, value=1, step=0.01, label="drift ≤", elem_id="f-max-drift")]
+        cmap = build_map(studio)  # the embedding map; a box dragged over it narrows the query (curate_map.py)
         with gr.Row():
             with gr.Column(scale=3):
                 page_md = gr.Markdown(elem_id="curate-page")
@@ -113,9 +115,12 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> None:
     def curate(label="all", prompt="all", status="pending", flags="all", sort="newest", min_label_prob=0.0,
                max_label_prob=1.0, min_drift=0.0, max_drift=1.0):
         """A new filter: its first page (gallery with scores in the captions, page line, table, selection line)."""
-        query = query_filters.CurationQuery.from_form(label, prompt, status, flags, sort, min_label_prob, max_label_prob,
-                                                 min_drift, max_drift)
-        hidden = gr.Row(visible=False)  # a counted decision of the old filter is dropped, unconfirmed
+        return narrowed(query_filters.CurationQuery.from_form(label, prompt, status, flags, sort, min_label_prob,
+                                                              max_label_prob, min_drift, max_drift))
+
+    def narrowed(query):
+        """A new query (a filter, the map's box): its first page; counted decisions of the old one are dropped."""
+        hidden = gr.Row(visible=False)
         return (*show_page(query, 0, selections.Selection()), query, selections.Selection(), None, hidden,
                 *rules.dropped())
 
@@ -188,15 +193,17 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> None:
     curate_outputs = [*page_outputs, st.query, st.selection, st.bulk, bulk_row, *rules.dropped_outputs]
     same_page = [st.query, st.page, st.selection]
     view_outputs = [*c_stages, detail_md, c_scores, c_history, item_msg, st.viewed]
-    again = dict(fn=show_errors(turn(0), 1, 6), inputs=same_page, outputs=page_outputs, api_visibility="private")
+    again = dict(fn=show_errors(lambda q, n, s, color: (*turn(0)(q, n, s), *cmap.draw(q, color)), 1, 8),
+                 inputs=[*same_page, cmap.color], outputs=[*page_outputs, *cmap.outputs], api_visibility="private")
     show_view = dict(fn=show_errors(view, 9, 11), inputs=[view_id, st.selection], outputs=view_outputs,
                      api_visibility="private")
     # the named events first: a private event of the same function would take the name
     rules.wire_named()
+    follow = cmap.wire(st, narrowed, curate_outputs, rules.show_hist, demo, refresh_btn)
     view_id.submit(show_errors(view, 9, 11), [view_id, st.selection], view_outputs, api_name="view")
     refresh = show_errors(curate, 1, len(curate_outputs))
     gr.on([refresh_btn.click, *(f.change for f in filters[:5]), *(f.release for f in f_ranges)], refresh, filters,
-          curate_outputs, api_name="curate", trigger_mode="always_last").then(**rules.show_hist)
+          curate_outputs, api_name="curate", trigger_mode="always_last").then(**follow).then(**rules.show_hist)
     refresh_btn.click(filter_choices, None, [f_label, f_prompt], api_visibility="private")
     for button, delta, name in ((prev_btn, -1, "previous_page"), (next_btn, 1, "next_page")):
         button.click(show_errors(turn(delta), 1, 6), same_page, page_outputs, api_name=name)
@@ -225,4 +232,4 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> None:
                    ).then(**again).then(**rules.show_hist)
     rules.wire(again)
     demo.load(filter_choices, None, [f_label, f_prompt], api_visibility="private")
-    demo.load(refresh, filters, curate_outputs, api_visibility="private").then(**rules.show_hist)
+    demo.load(refresh, filters, curate_outputs, api_visibility="private").then(**follow).then(**rules.show_hist)

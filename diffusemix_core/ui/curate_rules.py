@@ -94,7 +94,7 @@ def build_rules(studio: Studio, st: SimpleNamespace) -> SimpleNamespace:
     # ---------------------------------------------------------------------------------------------- callbacks
     def threshold(query, score: str, threshold):
         """The distribution of a score over what the filter shows, and how many are past the threshold."""
-        hist = histograms.histogram(ws, query or query_filters.CurationQuery(), score, bins=20, threshold=float(threshold))
+        hist = histograms.histogram(ws, query or query_filters.CurationQuery(), score, threshold=float(threshold))
         plot = gr.BarPlot(value=pd.DataFrame(hist.rows(), columns=["bin", "count", "side"]),
                           x_title=histograms.HISTOGRAM_SCORES[score].title)
         return plot, hist.describe(), gr.Button(hist.action(), interactive=hist.past_count > 0)
