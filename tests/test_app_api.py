@@ -66,7 +66,8 @@ def engine_mix(stages: dict, *, fractal: str, mask_kind: str, lam: float):
 def test_named_endpoints_are_listed(app):
     _, client, _ = app
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    for name in ("/augment", "/remix", "/export", "/all_prompts", "/approve", "/save_prompts", "/run_dataset"):
+    for name in ("/augment", "/remix", "/export", "/all_prompts", "/approve", "/save_prompts", "/run_dataset",
+                 "/download_final"):
         assert name in endpoints
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -22,7 +24,8 @@ from ..workspace.folder import Workspace
 from .model import ModelHolder, gpu_task
 from .served import ResultCache, StageFiles, load_interactive
 
-__all__ = ["LAM_TOLERANCE", "MAX_ID", "RANDOM", "Explore", "augmentation_id", "describe_choices", "same_as_stored"]
+__all__ = ["LAM_TOLERANCE", "MAX_ID", "RANDOM", "Explore", "augmentation_id", "describe_choices", "download_name",
+           "same_as_stored"]
 
 RANDOM = "random"  # a dropdown's "draw it" value; on a re-mix: keep what was drawn
 MAX_ID = 2**63 - 1  # SQLite's largest integer: ids beyond it cannot name a row
@@ -189,4 +192,16 @@ class Explore:
             raise BadArgumentError("No result to download: generate one first.")
         record = self.remixed(result_id, lam, mask, fractal, fractal_upload)
         key = f"{result_id}/final/{record.mask_kind}/{record.fractal_id}/{record.lam!r}"
-        return self.files.path(key, record.final, full_size=True)
+        return self.files.path(key, record.final, full_size=True, name=download_name(record))
+
+
+def _slug(text: Any, limit: int = 40) -> str:
+    """Letters, digits, '.', '-' and '_' of `text` (others become '-'), at most `limit` characters."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-._")[:limit] or "x"
+
+
+def download_name(record: AugmentationRecord) -> str:
+    """A file name saying what A is: 'A_<source>_<prompt>_lam0.92_seed3_<mask>_<fractal>.png' (a safe slug of each)."""
+    source = Path(record.source).stem if record.source else "upload"
+    return (f"A_{_slug(source)}_{_slug(record.prompt)}_lam{float(record.lam):.2f}_seed{record.requested_seed}_"
+            f"{_slug(record.mask_kind, 12)}_{_slug(record.fractal_id, 24)}.png")

@@ -79,6 +79,7 @@ def summary_markdown(rows: list[dict], arms: Sequence[str], datasets: dict, orig
     base = final.get("baseline")
     lam = s.lam if isinstance(s.lam, (int, float)) else f"U{tuple(s.lam)}"
     weights = "ImageNet weights" if s.pretrained else "from scratch"
+    top5 = len(originals.classes) > 5  # with 5 classes or fewer, top-5 is always 100%: not shown
     lines = [
         "# DiffuseMix training comparison",
         "",
@@ -91,9 +92,9 @@ def summary_markdown(rows: list[dict], arms: Sequence[str], datasets: dict, orig
         f"- every arm sees {len(originals)} images per epoch (the same optimizer steps); online: p={s.p:g}, "
         f"λ={lam}, " + (f"JSD on (weight {s.jsd_weight:g})" if s.jsd else "JSD off"),
         "",
-        "| arm | train pool | top-1 (%) | top-5 (%) | val loss | best top-1 (%) (epoch) | Δ top-1 vs baseline | "
-        "train time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| arm | train pool | top-1 (%) |" + (" top-5 (%) |" if top5 else "") + " val loss | best top-1 (%) (epoch) | "
+        "Δ top-1 vs baseline | train time (s) |",
+        "|---|---:|---:|" + ("---:|" if top5 else "") + "---:|---:|---:|---:|",
     ]
     for arm in arms:
         r = final[arm]
@@ -101,7 +102,8 @@ def summary_markdown(rows: list[dict], arms: Sequence[str], datasets: dict, orig
         se = 100.0 * math.sqrt(max(r["top1"] / 100 * (1 - r["top1"] / 100), 0.0) / n_val)
         delta = f"{r['top1'] - base['top1']:+.2f}" if base is not None and arm != "baseline" else "–"
         seconds = sum(x["seconds"] for x in rows if x["arm"] == arm)
-        lines.append(f"| {arm} | {len(datasets[arm])} | {r['top1']:.2f} ± {se:.2f} | {r['top5']:.2f} | "
+        top5_cell = f" {r['top5']:.2f} |" if top5 else ""
+        lines.append(f"| {arm} | {len(datasets[arm])} | {r['top1']:.2f} ± {se:.2f} |{top5_cell} "
                      f"{r['val_loss']:.4f} | {best['top1']:.2f} ({best['epoch']}) | {delta} | {seconds:.1f} |")
     lines += [
         "",

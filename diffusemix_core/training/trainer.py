@@ -166,7 +166,7 @@ def _export_files(workspace: Path, export_dir: Path, status: str, source_ids: se
     """Export the augmentations as files with the workspace's own export and list them back from metadata.csv."""
     from ..workspace.folder import Workspace
 
-    Workspace(workspace, create=False).export(export_dir, status=status, overwrite=overwrite)
+    Workspace(workspace, create=False).export(export_dir, status=status, overwrite=overwrite, purpose="training")
     with open(export_dir / "metadata.csv", newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r["kind"] == "augmented"]
     # labels come from metadata.csv's label column (folder names are sanitised); app-saved records are left out,
@@ -251,8 +251,9 @@ def _train_one(arm: str, dataset, val: ImageFiles, classes: Sequence[str], per_e
         row = {"arm": arm, "epoch": epoch, "loss": round(loss_sum / seen, 6), "val_loss": round(val_loss, 6),
                "top1": round(top1, 4), "top5": round(top5, 4), "train_images": seen,
                "seconds": round(time.perf_counter() - started, 3)}
+        top5_text = f", top-5 {top5:.2f}%" if len(classes) > 5 else ""  # with 5 classes or fewer it is always 100%
         tqdm.write(f"{arm:>8} epoch {epoch}/{s.epochs}: loss {row['loss']:.4f}, val loss {row['val_loss']:.4f}, "
-                   f"top-1 {top1:.2f}%, top-5 {top5:.2f}% ({row['seconds']:.1f} s)")
+                   f"top-1 {top1:.2f}%{top5_text} ({row['seconds']:.1f} s)")
         yield row
 
 

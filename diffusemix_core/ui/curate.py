@@ -38,8 +38,9 @@ PER_PAGE = 40  # tiles per Curate page (8 rows of 5): only the page's rows are r
 VERB = {"approved": "approve", "rejected": "reject"}
 
 
-def build_curate(studio: Studio, demo: gr.Blocks) -> None:
-    """Lay out and wire the tab (inside the Blocks)."""
+def build_curate(studio: Studio, demo: gr.Blocks) -> SimpleNamespace:
+    """Lay out and wire the tab (inside the Blocks); gives the *Open in Explore* button and the viewed id (the
+    app wires them to Explore)."""
     ws = studio.workspace
     with gr.Tab("Curate", id="curate"):
         with gr.Row(equal_height=True):
@@ -91,6 +92,7 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> None:
                             c_select = gr.Button("Select / unselect", min_width=90, elem_id="toggle-select")
                             c_approve = gr.Button("Approve this", min_width=90, elem_id="approve-this")
                             c_reject = gr.Button("Reject this", min_width=90, elem_id="reject-this")
+                            c_open = gr.Button("Open in Explore", min_width=90, elem_id="open-in-explore")
                         item_msg = gr.Markdown(elem_id="item-msg")
                 c_stages = []
                 for names in (STAGE_NAMES[:3], STAGE_NAMES[3:]):
@@ -191,6 +193,10 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> None:
     again = dict(fn=show_errors(turn(0), 1, 6), inputs=same_page, outputs=page_outputs, api_visibility="private")
     show_view = dict(fn=show_errors(view, 9, 11), inputs=[view_id, st.selection], outputs=view_outputs,
                      api_visibility="private")
+    # after a bulk decision or an undo, the item viewed shows its new status, history and selection mark
+    view_again = dict(fn=lambda viewed, selection: view(viewed, selection) if viewed not in (None, "") else
+                      (gr.skip(),) * len(view_outputs), inputs=[st.viewed, st.selection], outputs=view_outputs,
+                      api_visibility="private")
     # the named events first: a private event of the same function would take the name
     rules.wire_named()
     view_id.submit(show_errors(view, 9, 11), [view_id, st.selection], view_outputs, api_name="view")
@@ -216,13 +222,15 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> None:
         button.click(show_errors(plan_bulk(status, which), 3, 4), [st.query, st.selection],
                      [st.bulk, bulk_q, bulk_row, curate_msg], api_name=f"plan_{VERB[status]}_{which}")
     bulk_yes.click(show_errors(confirm(studio), 0, 4), st.bulk, [curate_msg, st.bulk, bulk_row, st.selection],
-                   api_name="confirm_bulk", concurrency_limit=4).then(**again).then(**rules.show_hist)
+                   api_name="confirm_bulk", concurrency_limit=4).then(**again).then(**view_again
+                                                                     ).then(**rules.show_hist)
     bulk_no.click(cancel, None, [curate_msg, st.bulk, bulk_row], api_visibility="private")
     for button, status in ((c_approve, "approved"), (c_reject, "rejected")):
         button.click(show_errors(review_this(status), 0, 1), st.viewed, item_msg, api_name=f"{VERB[status]}_this",
                      concurrency_limit=4).then(**again).then(**show_view)
     undo_btn.click(show_errors(undo_review, 0, 1), None, curate_msg, api_name="undo_review"
-                   ).then(**again).then(**rules.show_hist)
+                   ).then(**again).then(**view_again).then(**rules.show_hist)
     rules.wire(again)
     demo.load(filter_choices, None, [f_label, f_prompt], api_visibility="private")
     demo.load(refresh, filters, curate_outputs, api_visibility="private").then(**rules.show_hist)
+    return SimpleNamespace(open_btn=c_open, viewed=st.viewed, item_msg=item_msg)
