@@ -67,7 +67,8 @@ def test_named_endpoints_are_listed(app):
     _, client, _ = app
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     for name in ("/augment", "/remix", "/export", "/all_prompts", "/approve", "/save_prompts", "/run_dataset",
-                 "/download_final"):
+                 "/download_final", "/review_start", "/review_approve", "/review_reject", "/review_skip",
+                 "/review_previous", "/review_undo"):
         assert name in endpoints
 
 

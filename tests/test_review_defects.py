@@ -75,13 +75,14 @@ def test_1_a_at_full_size_is_named_after_what_it_is_and_follows_lambda(app):
     files = {lam: explore.final_full("ws-3", lam, "random", "random", None) for lam in (0.2, 0.92)}
     record = explore.workspace_record(3)
     assert Path(files[0.92]).name == download_name(explore.remixed("ws-3", 0.92, "random", "random", None))
-    assert Path(files[0.92]).name.startswith(f"A_{Path(record.source).stem}_{record.prompt}_lam0.92_seed")
+    slug = str(Path(record.source).with_suffix("")).replace("/", "-")
+    assert Path(files[0.92]).name.startswith(f"A_{slug}_{record.prompt.replace(' ', '-')}_lam0.92_seed")
     assert Path(files[0.2]).name != Path(files[0.92]).name and "lam0.20" in Path(files[0.2]).name
     assert Path(files[0.2]).read_bytes() != Path(files[0.92]).read_bytes()
     assert np.asarray(Image.open(files[0.92])).shape[:2] == record.original.shape[:2]  # full size
     odd = SimpleNamespace(source="a b/../c?.png", prompt="rainy / night", lam=0.5, requested_seed=2, mask_kind="left",
-                          fractal_id="x")
-    assert download_name(odd) == "A_c_rainy-night_lam0.50_seed2_left_x.png"  # no raw text in file names
+                          fractal_id="julia_001.png")
+    assert download_name(odd) == "A_a-b-c_rainy-night_lam0.50_seed2_left_julia_001.png"  # no raw text in names
 
 
 # 8 -------------------------------------------------------------------------------------------------------------

@@ -196,12 +196,13 @@ class Explore:
 
 
 def _slug(text: Any, limit: int = 40) -> str:
-    """Letters, digits, '.', '-' and '_' of `text` (others become '-'), at most `limit` characters."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-._")[:limit] or "x"
+    """Letters, digits, '-' and '_' of `text` (others become '-'), at most `limit` characters."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text)).strip("-_")[:limit] or "x"
 
 
 def download_name(record: AugmentationRecord) -> str:
-    """A file name saying what A is: 'A_<source>_<prompt>_lam0.92_seed3_<mask>_<fractal>.png' (a safe slug of each)."""
-    source = Path(record.source).stem if record.source else "upload"
+    """A file name saying what A is: 'A_cats-0_autumn_lam0.92_seed3_left_julia_001.png' (source, prompt, λ, seed,
+    mask, fractal; a safe slug of each)."""
+    source = str(Path(record.source).with_suffix("")) if record.source else "upload"  # 'cats/0.png' -> 'cats-0'
     return (f"A_{_slug(source)}_{_slug(record.prompt)}_lam{float(record.lam):.2f}_seed{record.requested_seed}_"
-            f"{_slug(record.mask_kind, 12)}_{_slug(record.fractal_id, 24)}.png")
+            f"{_slug(record.mask_kind, 12)}_{_slug(Path(str(record.fractal_id)).stem, 24)}.png")

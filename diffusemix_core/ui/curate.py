@@ -31,6 +31,7 @@ from ..workspace.decisions import describe_undo
 from ..workspace.manifest import STATUSES
 from .common import STAGE_LABELS, cell_of_row, show_errors
 from .curate_rules import ask, build_rules, cancel, confirm
+from .review import build_review
 
 __all__ = ["build_curate"]
 
@@ -43,6 +44,9 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> SimpleNamespace:
     app wires them to Explore)."""
     ws = studio.workspace
     with gr.Tab("Curate", id="curate"):
+        st = SimpleNamespace(query=gr.State(None), page=gr.State(0), ids=gr.State([]),  # the filter and page shown
+                             selection=gr.State(selections.Selection()), bulk=gr.State(None),  # a counted BulkPlan
+                             viewed=gr.State(None))  # the id of the augmentation viewed
         with gr.Row(equal_height=True):
             f_label = gr.Dropdown(["all"], value="all", label="Label", allow_custom_value=True, elem_id="f-label")
             f_prompt = gr.Dropdown(["all"], value="all", label="Prompt", allow_custom_value=True, elem_id="f-prompt")
@@ -56,6 +60,7 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> SimpleNamespace:
                         gr.Slider(0, 1, value=1, step=0.01, label="label prob of A ≤", elem_id="f-max-p"),
                         gr.Slider(0, 1, value=0, step=0.01, label="drift ≥", elem_id="f-min-drift"),
                         gr.Slider(0, 1, value=1, step=0.01, label="drift ≤", elem_id="f-max-drift")]
+        review = build_review(studio, st)  # one by one, with keys (review.py)
         with gr.Row():
             with gr.Column(scale=3):
                 page_md = gr.Markdown(elem_id="curate-page")
@@ -104,9 +109,6 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> SimpleNamespace:
                                         elem_id="curate-scores")
                 c_history = gr.Dataframe(headers=details.HISTORY_COLUMNS, label="Decision history",
                                          interactive=False, elem_id="curate-history")
-        st = SimpleNamespace(query=gr.State(None), page=gr.State(0), ids=gr.State([]),  # the filter and page shown
-                             selection=gr.State(selections.Selection()), bulk=gr.State(None),  # a counted BulkPlan
-                             viewed=gr.State(None))  # the id of the augmentation viewed
         rules = build_rules(studio, st)
         c_table = gr.Dataframe(headers=pages.TABLE_COLUMNS, label="This page as a table (click a row to view it)",
                                interactive=False, wrap=True, max_height=420, elem_id="curate-table")
@@ -233,4 +235,5 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> SimpleNamespace:
     rules.wire(again)
     demo.load(filter_choices, None, [f_label, f_prompt], api_visibility="private")
     demo.load(refresh, filters, curate_outputs, api_visibility="private").then(**rules.show_hist)
+    review.wire(demo)
     return SimpleNamespace(open_btn=c_open, viewed=st.viewed, item_msg=item_msg)
