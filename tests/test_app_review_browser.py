@@ -198,3 +198,22 @@ def test_detail_follows_a_bulk_decision_open_in_explore_and_one_click_download(s
     assert "lam0.92" in name_92 and data_92 != data_20
     image = np.asarray(Image.open(__import__("io").BytesIO(data_92)))
     assert image.shape[:2] == record.original.shape[:2]
+
+
+def test_groups_by_source_and_the_slider(served, page, tmp_path):
+    url, ws, _ = served
+    page.goto(url)
+    page.get_by_role("tab", name="Curate").click()
+    page.locator("#curate-gallery .caption-label").first.wait_for(timeout=60_000)
+    page.locator("#groups-mode").get_by_text("Group by source").click()
+    page.locator("#groups-show").click()
+    wait_text(page, "#groups-page", "12 sources with matching items")
+    page.locator("#group-gallery-0 .caption-label").first.wait_for(timeout=30_000)
+    captions = page.locator("#group-gallery-0 .caption-label").all_inner_texts()
+    ids = [int(re.search(r"#(\d+)", c).group(1)) for c in captions]
+    sources = {ws.manifest.get_augmentation(i)["source_id"] for i in ids}
+    assert len(ids) >= 1 and len(sources) == 1  # one source per row
+    page.locator("#group-gallery-0 .thumbnail-item").nth(1).click()
+    wait_text(page, "#group-slider", f"I ↔ A of #{ids[1]}")
+    page.locator("#group-slider img").first.wait_for(timeout=30_000)
+    shot(page, tmp_path, "groups-slider")

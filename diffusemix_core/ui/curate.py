@@ -31,6 +31,7 @@ from ..workspace.decisions import describe_undo
 from ..workspace.manifest import STATUSES
 from .common import STAGE_LABELS, cell_of_row, show_errors
 from .curate_rules import ask, build_rules, cancel, confirm
+from .groups import build_groups
 from .review import build_review
 
 __all__ = ["build_curate"]
@@ -61,6 +62,7 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> SimpleNamespace:
                         gr.Slider(0, 1, value=0, step=0.01, label="drift ≥", elem_id="f-min-drift"),
                         gr.Slider(0, 1, value=1, step=0.01, label="drift ≤", elem_id="f-max-drift")]
         review = build_review(studio, st)  # one by one, with keys (review.py)
+        grouped = build_groups(studio, st)  # by source, with the I ↔ A slider (groups.py)
         with gr.Row():
             with gr.Column(scale=3):
                 page_md = gr.Markdown(elem_id="curate-page")
@@ -236,4 +238,5 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> SimpleNamespace:
     demo.load(filter_choices, None, [f_label, f_prompt], api_visibility="private")
     demo.load(refresh, filters, curate_outputs, api_visibility="private").then(**rules.show_hist)
     review.wire(demo)
+    grouped.wire()
     return SimpleNamespace(open_btn=c_open, viewed=st.viewed, item_msg=item_msg)
