@@ -133,6 +133,7 @@ class RunSummary:
 def describe_change(name: str, before, after) -> str:
     """'settings.steps 2 → 4' ('prompts changed' for a value too long to show)."""
     texts = [json.dumps(v, ensure_ascii=False, default=str) if not isinstance(v, str) else v for v in (before, after)]
+    texts = [t.rstrip("/").rsplit("/", 1)[-1] if t.startswith("/") else t for t in texts]  # a folder: its name only
     if max(len(t) for t in texts) > 40:
         return f"{name} changed"
     return f"{name} {texts[0]} → {texts[1]}"

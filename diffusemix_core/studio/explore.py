@@ -161,8 +161,17 @@ class Explore:
         """Every enabled prompt on one image (same seed): (Î file, prompt) per prompt, and the result ids."""
         original = self.load(image)
         engine = self.engine(progress)
-        progress(0.2, desc=f"Generating {len(engine.prompts.enabled())} prompts…")
-        records = generate_all_prompts(engine, original, mask=chosen(mask), seed=int(seed), lam=float(lam))
+        prompts = engine.prompts.enabled()
+        progress((0, len(prompts)), desc=f"Generating {len(prompts)} prompts: {prompts[0] if prompts else ''}…")
+
+        def told(done: int, total: int) -> None:  # after each prompt (each batch of prompts on a GPU)
+            upcoming = f"; next: {prompts[done]}" if done < len(prompts) else ""
+            progress((done, total), desc=f"{done} of {total} prompts done{upcoming}", unit="prompts")
+
+        # one prompt at a time on a CPU (batching gains nothing there), so the progress moves per prompt
+        batch = 1 if str(engine.settings.device).startswith("cpu") else 4
+        records = generate_all_prompts(engine, original, mask=chosen(mask), seed=int(seed), lam=float(lam),
+                                       batch_size=batch, progress=told)
         ids = [self.results.put(r) for r in records]
         return [(self.files.path(f"{rid}/generated", r.generated), r.prompt) for rid, r in zip(ids, records)], ids
 

@@ -17,6 +17,7 @@ from .config import AppConfig
 from .dataset import DatasetRuns
 from .explore import Explore
 from .exports import Exports
+from .jobs import Jobs
 from .model import ModelHolder
 from .prompts import PromptEditor
 from .served import ResultCache, StageFiles
@@ -52,3 +53,4 @@ class Studio:
                                     typed_folders=config.typed_folders, data_root=config.data_root,
                                     ray_address=config.ray_address)
         self.exports = Exports(self.workspace, config.exports_dir)
+        self.jobs = Jobs(self.workspace, device=config.device)  # scoring from the app (jobs.py)

@@ -13,6 +13,7 @@ from .curate import build_curate
 from .dataset import build_dataset
 from .explore import build_explore
 from .export import build_export
+from .jobs import build_jobs
 from .prompts import build_prompts
 
 __all__ = ["build_app"]
@@ -40,6 +41,7 @@ def build_app(config: AppConfig) -> gr.Blocks:
             build_dataset(studio, demo)
             curate = build_curate(studio, demo)
             build_export(studio, demo)
+            build_jobs(studio, demo)
         # Curate's "Open in Explore": the viewed item as 'ws-N' in Explore's result id, shown there
         curate.open_btn.click(open_in_explore, curate.viewed, [explore.result_id, tabs, curate.item_msg],
                               api_visibility="private", queue=False).success(**explore.show_result)

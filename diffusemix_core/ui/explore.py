@@ -90,11 +90,16 @@ def build_explore(studio: Studio, status_md: gr.Markdown) -> SimpleNamespace:
 
     def approve(result_id, lam, mask, fractal, fractal_upload, label):
         """Approve the result as shown: a message naming the workspace id."""
-        return explore.decide("approved", result_id, lam, mask, fractal, fractal_upload, label)
+        return scored(explore.decide("approved", result_id, lam, mask, fractal, fractal_upload, label))
 
     def reject(result_id, lam, mask, fractal, fractal_upload, label):
         """Reject the result as shown: a message naming the workspace id."""
-        return explore.decide("rejected", result_id, lam, mask, fractal, fractal_upload, label)
+        return scored(explore.decide("rejected", result_id, lam, mask, fractal, fractal_upload, label))
+
+    def scored(message: str) -> str:
+        """A saved item gets the scores the rest of the workspace has, in the background (the Jobs tab lists it)."""
+        studio.jobs.score_saved()
+        return message
 
     def download_final(result_id, lam, mask, fractal, fractal_upload):
         """A at full size as shown (the stage images are capped at a display size)."""
