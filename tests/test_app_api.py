@@ -68,7 +68,9 @@ def test_named_endpoints_are_listed(app):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     for name in ("/augment", "/remix", "/export", "/all_prompts", "/approve", "/save_prompts", "/run_dataset",
                  "/harmful_prompts", "/disable_harmful", "/measure_prompts", "/cancel_measure", "/map", "/map_box",
-                 "/clear_map_box"):
+                 "/clear_map_box", "/download_final", "/review_start", "/review_approve", "/review_reject",
+                 "/review_skip", "/review_previous", "/review_undo", "/groups", "/approve_group", "/compare_slider",
+                 "/score", "/cancel_job", "/jobs"):
         assert name in endpoints
 
 

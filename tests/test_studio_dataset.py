@@ -126,7 +126,8 @@ def test_a_run_uses_the_mask_feather_it_is_given(workspace, tmp_path):
         assert conn.execute("SELECT feather FROM augmentations").fetchall() == [(20,), (20,)]
     again, _ = job.run(str(train), per_image=1, seed=0, lam=0.2, steps=2, resolution=64, batch_size=2,
                        all_prompts=False, feather=0)
-    assert "feather differ from the previous run's" in again  # a changed setting is said, nothing redone
+    # a changed setting is said, with its values; nothing is redone
+    assert "settings differ from the previous run's (feather 20 → 0)" in again
 
 
 def test_each_session_cancels_its_own_run(workspace):

@@ -38,7 +38,10 @@ def test_the_one_line_summary_names_the_scorer_and_the_first_failures():
 def test_the_apps_run_message_says_cancelled_and_changed_settings():
     assert run_message(summary()) == "✅ Done. " + summary_line(summary())
     cancelled = run_message(summary(cancelled=True, settings_changed=["lam", "feather"]))
-    assert cancelled.startswith("⏹ Cancelled: run again to resume. ⚠️ This run's lam, feather differ")
+    assert cancelled.startswith("⏹ Cancelled: run again to resume. ⚠️ This run's settings differ from the previous "
+                                "run's (lam; feather)")
+    detailed = run_message(summary(settings_changed=["settings.steps"], settings_details=["settings.steps 2 → 4"]))
+    assert "differ from the previous run's (settings.steps 2 → 4)" in detailed
     assert settings_changed_note(summary()) == ""
 
 

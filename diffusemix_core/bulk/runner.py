@@ -49,7 +49,7 @@ from .cpu_share import CpuShare
 from .options import AUTO_BATCH, MIX_FIELDS, AugmentOptions, MixOptions
 from .plan import Jobs, Planner, check_manifest_fits, count_missing
 from .score_stage import Score, score_stage
-from .stages import Batch, Commit, Compose, Generate, RunSummary, load_source
+from .stages import Batch, Commit, Compose, Generate, RunSummary, describe_change, load_source
 from .threads import run_stages
 from .timing import timed, timed_iter
 
@@ -293,7 +293,9 @@ def _run(workspace: Workspace, train_dir: Path, files, jobs: Jobs, options: Augm
             summary.run_id = db["runs"].insert(
                 {"started_at": now(), "train_dir": str(train_dir.resolve()), "args": json.dumps(args, ensure_ascii=False),
                  "images_total": len(files)}).last_pk
-        summary.settings_changed = _settings_changed(db, summary.run_id, args)
+        changes = _settings_changed(db, summary.run_id, args)
+        summary.settings_changed = [name for name, _, _ in changes]
+        summary.settings_details = [describe_change(*change) for change in changes]
         commit = Commit(workspace, db, run_id=summary.run_id, summary=summary)
         generate = Generate(generator, batch_size=options.batch_size)
         if share is not None:  # re-applied before each model step, in the model's thread (torch's count is per thread)
@@ -315,7 +317,8 @@ def _run(workspace: Workspace, train_dir: Path, files, jobs: Jobs, options: Augm
                 if progress is not None:  # the rate (and the time left) of the work: loading the model left out
                     total = max(summary.augmentations_planned, done)
                     progress(RunProgress(done, total, time.perf_counter() - started - summary.load_seconds))
-        summary.cancelled = bool(cancel is not None and cancel.is_set())
+        # a cancel that came when every augmentation was made (right as the run finished) cancelled nothing
+        summary.cancelled = bool(cancel is not None and cancel.is_set()) and _work_left(workspace, files, jobs)
         if summary.cancelled:
             log.info("run cancelled after %d augmentation(s)", done)
     finally:
@@ -384,19 +387,35 @@ def _stages(planner: Planner, files, batch_size: int, generate: Generate, compos
         pool.shutdown(wait=True)
 
 
-def _settings_changed(db, run_id: int, args: dict) -> list[str]:
+def _work_left(workspace: Workspace, files, jobs: Jobs) -> bool:
+    """Whether any readable file still lacks augmentations (files that failed are not work left)."""
+    with workspace.manifest.session() as db:
+        failed = {row[0] for row in db.execute("SELECT path FROM sources WHERE status = 'failed'")}
+    return count_missing(workspace.manifest, [f for f in files if f[0] not in failed], jobs) > 0
+
+
+def _settings_changed(db, run_id: int, args: dict) -> list[tuple[str, object, object]]:
     """Existing slots are never redone: say so when a run's settings differ from the previous run's (a mix option
-    an older run did not record counts as its default)."""
+    an older run did not record counts as its default). Gives (name, before, now) per setting that differs; the
+    generation settings are compared one by one ('settings.steps'), a prompt library as a whole ('prompts')."""
     previous = db.execute("SELECT args FROM runs WHERE id < ? ORDER BY id DESC LIMIT 1", [run_id]).fetchone()
     if previous is None:
         return []
     old = {**MixOptions().record(), **json.loads(previous[0] or "{}")}
-    changed = sorted(k for k in ("seed", "settings", "prompts", "fractals", "all_prompts", *MIX_FIELDS)
-                     if old.get(k) != args.get(k))
+    changed: list[tuple[str, object, object]] = []
+    for k in sorted(("seed", "settings", "prompts", "fractals", "all_prompts", *MIX_FIELDS)):
+        before, after = old.get(k), args.get(k)
+        if before == after:
+            continue
+        if k == "settings" and isinstance(before, dict) and isinstance(after, dict):
+            changed += [(f"settings.{sub}", before.get(sub), after.get(sub)) for sub in sorted({*before, *after})
+                        if before.get(sub) != after.get(sub)]
+        else:
+            changed.append((k, before, after))
     if changed:
         log.warning(
-            "this run's %s differ from the previous run's: augmentations already in the workspace are kept as they "
-            "are and only missing slots use the new values (use a new workspace to redo everything)",
-            ", ".join(changed),
+            "this run's settings differ from the previous run's (%s): augmentations already in the workspace are kept "
+            "as they are and only missing slots use the new values (use a new workspace to redo everything)",
+            "; ".join(describe_change(*c) for c in changed),
         )
     return changed

@@ -16,6 +16,7 @@ same functions.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from ..engine.pix2pix import Pix2PixGenerator
     from ..workspace.folder import Workspace
 
-__all__ = ["Batch", "Commit", "Compose", "Generate", "RunSummary", "Slot", "Source", "load_source"]
+__all__ = ["Batch", "Commit", "Compose", "Generate", "RunSummary", "Slot", "Source", "describe_change", "load_source"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class RunSummary:
     load_seconds: float = 0.0  # loading the model (once)
     cancelled: bool = False
     settings_changed: list[str] = field(default_factory=list)  # what differs from the previous run's settings
+    settings_details: list[str] = field(default_factory=list)  # the same, with the values: 'settings.steps 2 → 4'
     scorer: str | None = None  # the label scorer of the run's scores stage (None: no label scores)
     stage_cpu_seconds: dict[str, float] = field(default_factory=dict)  # CPU time per stage (plan, load, ...)
 
@@ -127,6 +129,14 @@ class RunSummary:
     def images_ok(self) -> int:
         return self.images_processed + self.images_skipped
 
+
+def describe_change(name: str, before, after) -> str:
+    """'settings.steps 2 → 4' ('prompts changed' for a value too long to show)."""
+    texts = [json.dumps(v, ensure_ascii=False, default=str) if not isinstance(v, str) else v for v in (before, after)]
+    texts = [t.rstrip("/").rsplit("/", 1)[-1] if t.startswith("/") else t for t in texts]  # a folder: its name only
+    if max(len(t) for t in texts) > 40:
+        return f"{name} changed"
+    return f"{name} {texts[0]} → {texts[1]}"
 
 
 # ------------------------------------------------------------------------------------------------ 2. load

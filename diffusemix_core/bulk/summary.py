@@ -38,7 +38,8 @@ def settings_changed_note(summary: RunSummary) -> str:
     """Why some augmentations of a resumed run were made with other values ('' when none changed)."""
     if not summary.settings_changed:
         return ""
-    return (f"This run's {', '.join(summary.settings_changed)} differ from the previous run's: augmentations already "
+    named = "; ".join(summary.settings_details or summary.settings_changed)
+    return (f"This run's settings differ from the previous run's ({named}): augmentations already "
             "in the workspace were kept as they were, only missing ones used the new values (use a new workspace to "
             "redo everything).")
 

@@ -61,7 +61,8 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     print(f"workspace {args.workspace}: {summary['augmentations']} augmentations from "
           f"{summary['sources']['ok']} images ({summary['sources']['failed']} failed), "
-          f"{summary['generations']} generated images, {summary['exports']} exports")
+          f"{summary['generations']} generated images, {summary['exports']} exports"
+          + (f" (and {summary['training_exports']} made by train)" if summary.get("training_exports") else ""))
     print("  " + "  ".join(f"{s}: {summary['by_status'][s]}" for s in STATUSES))
     if summary["drift"]["mean"] is not None:
         print(f"  drift: mean {summary['drift']['mean']:.3f}, max {summary['drift']['max']:.3f}")

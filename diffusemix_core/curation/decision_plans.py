@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import BadArgumentError
+from ..errors import BadArgumentError, WorkspaceError
 from ..workspace.decisions import Decision
 from ..workspace.manifest import check_status
 from .filters import CurationQuery, matching_ids
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DecisionPlan", "plan_matching", "plan_selected", "plan_threshold"]
 
+LEFT_OUT_NAMED = 5  # left-out items named in a question
+
 
 @dataclass(frozen=True)
 class DecisionPlan:
@@ -33,6 +35,17 @@ class DecisionPlan:
     what: str  # 'from the selection', 'matching the filter (…)', 'shown with label prob of A below 0.20'
     left_out: int = 0  # selected items the filter no longer shows: left alone
     origin: str = "app"
+    left_out_ids: tuple[tuple[int, str], ...] = ()  # (id, its status now) of the first left-out items
+
+    def left_out_text(self) -> str:
+        """Which selected items are left alone and why ('' when none): '#12 is approved now, …'."""
+        if not self.left_out:
+            return ""
+        named = ", ".join(f"#{i} is {status} now" for i, status in self.left_out_ids)
+        more = f", … {self.left_out - len(self.left_out_ids)} more" if self.left_out > len(self.left_out_ids) else ""
+        noun = "item is" if self.left_out == 1 else "items are"
+        return (f"{self.left_out} selected {noun} left alone: the filter no longer matches "
+                f"{'it' if self.left_out == 1 else 'them'} ({named}{more}).")
 
     @property
     def count(self) -> int:
@@ -43,7 +56,7 @@ class DecisionPlan:
         noun = "augmentation" if self.count == 1 else "augmentations"
         text = f"{verb} {self.count:,} {noun} {self.what}?"
         if self.left_out:
-            text += f" ({self.left_out} selected no longer match the filter and are left alone.)"
+            text += f" ({self.left_out_text()})"
         return text + " Nothing changes until you confirm."
 
     def apply(self, workspace: Workspace) -> Decision:
@@ -65,7 +78,16 @@ def plan_selected(workspace: Workspace, query: CurationQuery, selection: Selecti
     if not len(selection):
         raise BadArgumentError("nothing is selected: view an item and press 'Select', or 'Select page'.")
     ids = matching_ids(workspace, query, within=selection.ids)
-    return DecisionPlan(status, tuple(ids), "from the selection", left_out=len(selection) - len(ids))
+    left = [i for i in selection if i not in set(ids)]
+    named = tuple((i, _status_of(workspace, i)) for i in left[:LEFT_OUT_NAMED])
+    return DecisionPlan(status, tuple(ids), "from the selection", left_out=len(left), left_out_ids=named)
+
+
+def _status_of(workspace: Workspace, aug_id: int) -> str:
+    try:
+        return str(workspace.manifest.get_augmentation(aug_id)["status"])
+    except WorkspaceError:  # deleted since it was selected
+        return "gone"
 
 
 def plan_matching(workspace: Workspace, query: CurationQuery, status: str) -> DecisionPlan:

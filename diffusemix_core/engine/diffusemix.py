@@ -335,13 +335,16 @@ class DiffuseMix(Mixer):
         return record if uploaded is None else self.remix(record, fractal=uploaded)
 
     def augment_all_prompts(
-        self, image: Any, *, mask: str | None = None, seed: int | None = None, lam: float | None = None
+        self, image: Any, *, mask: str | None = None, seed: int | None = None, lam: float | None = None,
+        batch_size: int = 4, progress=None,
     ) -> list[AugmentationRecord]:
-        """One augmentation per enabled prompt, all with the same seed, mask and fractal: prompts side by side."""
+        """One augmentation per enabled prompt, all with the same seed, mask and fractal: prompts side by side.
+        ``progress(done, total)`` is told after every batch of `batch_size` prompts."""
         original = load_image(image)
         choice = self.seeded_choice(seed, mask=mask)
         choices = [dataclasses.replace(choice, prompt=p) for p in self.prompts.enabled()]
-        return self.augment_batch([original] * len(choices), choices, lam=lam)
+        return self.augment_batch([original] * len(choices), choices, lam=lam, batch_size=batch_size,
+                                  progress=progress)
 
     def augment_batch(
         self,

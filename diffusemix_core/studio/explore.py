@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -22,7 +24,8 @@ from ..workspace.folder import Workspace
 from .model import ModelHolder, gpu_task
 from .served import ResultCache, StageFiles, load_interactive
 
-__all__ = ["LAM_TOLERANCE", "MAX_ID", "RANDOM", "Explore", "augmentation_id", "describe_choices", "same_as_stored"]
+__all__ = ["LAM_TOLERANCE", "MAX_ID", "RANDOM", "Explore", "augmentation_id", "describe_choices", "download_name",
+           "same_as_stored"]
 
 RANDOM = "random"  # a dropdown's "draw it" value; on a re-mix: keep what was drawn
 MAX_ID = 2**63 - 1  # SQLite's largest integer: ids beyond it cannot name a row
@@ -158,8 +161,17 @@ class Explore:
         """Every enabled prompt on one image (same seed): (Î file, prompt) per prompt, and the result ids."""
         original = self.load(image)
         engine = self.engine(progress)
-        progress(0.2, desc=f"Generating {len(engine.prompts.enabled())} prompts…")
-        records = generate_all_prompts(engine, original, mask=chosen(mask), seed=int(seed), lam=float(lam))
+        prompts = engine.prompts.enabled()
+        progress((0, len(prompts)), desc=f"Generating {len(prompts)} prompts: {prompts[0] if prompts else ''}…")
+
+        def told(done: int, total: int) -> None:  # after each prompt (each batch of prompts on a GPU)
+            upcoming = f"; next: {prompts[done]}" if done < len(prompts) else ""
+            progress((done, total), desc=f"{done} of {total} prompts done{upcoming}", unit="prompts")
+
+        # one prompt at a time on a CPU (batching gains nothing there), so the progress moves per prompt
+        batch = 1 if str(engine.settings.device).startswith("cpu") else 4
+        records = generate_all_prompts(engine, original, mask=chosen(mask), seed=int(seed), lam=float(lam),
+                                       batch_size=batch, progress=told)
         ids = [self.results.put(r) for r in records]
         return [(self.files.path(f"{rid}/generated", r.generated), r.prompt) for rid, r in zip(ids, records)], ids
 
@@ -189,4 +201,17 @@ class Explore:
             raise BadArgumentError("No result to download: generate one first.")
         record = self.remixed(result_id, lam, mask, fractal, fractal_upload)
         key = f"{result_id}/final/{record.mask_kind}/{record.fractal_id}/{record.lam!r}"
-        return self.files.path(key, record.final, full_size=True)
+        return self.files.path(key, record.final, full_size=True, name=download_name(record))
+
+
+def _slug(text: Any, limit: int = 40) -> str:
+    """Letters, digits, '-' and '_' of `text` (others become '-'), at most `limit` characters."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text)).strip("-_")[:limit] or "x"
+
+
+def download_name(record: AugmentationRecord) -> str:
+    """A file name saying what A is: 'A_cats-0_autumn_lam0.92_seed3_left_julia_001.png' (source, prompt, λ, seed,
+    mask, fractal; a safe slug of each)."""
+    source = str(Path(record.source).with_suffix("")) if record.source else "upload"  # 'cats/0.png' -> 'cats-0'
+    return (f"A_{_slug(source)}_{_slug(record.prompt)}_lam{float(record.lam):.2f}_seed{record.requested_seed}_"
+            f"{_slug(record.mask_kind, 12)}_{_slug(Path(str(record.fractal_id)).stem, 24)}.png")

@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+from ..errors import BadArgumentError
 from ..workspace.folder import Workspace
 
 __all__ = ["EXPORT_COLUMNS", "Exports"]
@@ -23,7 +24,12 @@ class Exports:
 
     def export(self, status: str = "approved", include_originals: bool = False) -> tuple[Path, str]:
         """The augmentations with this status as one zip (ImageFolder + metadata.csv + manifest.sqlite), and a
-        sentence saying how many."""
+        sentence saying how many. Nothing with that status: BadArgumentError (no empty zip is written or listed)."""
+        by_status = self.workspace.manifest.summary()["by_status"]
+        if not (sum(by_status.values()) if status == "all" else by_status.get(status, 0)):
+            what = "augmentations" if status == "all" else f"{status} augmentations"
+            raise BadArgumentError(f"Nothing to export: the workspace has no {what}; approve some in Curate (or "
+                                   "pick another status) first.")
         target = self.folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{status}-{uuid.uuid4().hex[:4]}"
         result = self.workspace.export(target, status=status, include_originals=bool(include_originals),
                                        make_zip=True)
@@ -33,7 +39,7 @@ class Exports:
     def past(self) -> list[list]:
         """Past exports, newest first, as rows of EXPORT_COLUMNS (file and folder names, not paths)."""
         rows = []
-        for row in self.workspace.manifest.list_exports()[::-1]:
+        for row in self.workspace.manifest.list_exports(training=False)[::-1]:
             row = dict(row, zip_path=Path(row["zip_path"]).name if row.get("zip_path") else "",
                        path=Path(row["path"]).name)
             rows.append([row.get(key) for key in EXPORT_COLUMNS])

@@ -124,17 +124,19 @@ class StageFiles:
     def nbytes(self) -> int:
         return self._bytes
 
-    def _target(self, key: str, full_size: bool) -> Path:
-        key = key + ("|full" if full_size else "")
-        return self.root / (hashlib.sha1(key.encode()).hexdigest()[:24] + ".png")
+    def _target(self, key: str, full_size: bool, name: str | None = None) -> Path:
+        digest = hashlib.sha1((key + ("|full" if full_size else "")).encode()).hexdigest()[:24]
+        return self.root / digest / name if name else self.root / (digest + ".png")
 
-    def path(self, key: str, array: np.ndarray, *, full_size: bool = False, keep: frozenset[Path] = frozenset()) -> str:
-        """The file for `key` (written from `array` if missing), at display size unless `full_size`.
+    def path(self, key: str, array: np.ndarray, *, full_size: bool = False, keep: frozenset[Path] = frozenset(),
+             name: str | None = None) -> str:
+        """The file for `key` (written from `array` if missing), at display size unless `full_size`; with `name`
+        (a safe file name) the file is called that, in a folder of its own (a download keeps its name).
 
         Files of the answer being made (this one and `keep`) are never the ones removed to stay under the budget:
         the browser has yet to fetch them.
         """
-        target = self._target(key, full_size)
+        target = self._target(key, full_size, name)
         with self._lock:
             if target in self._files and target.exists():
                 self._files.move_to_end(target)
@@ -146,6 +148,7 @@ class StageFiles:
                 image = image.resize((w, h), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", compress_level=self.compress_level)
+        target.parent.mkdir(exist_ok=True)
         atomic_write(target, buffer.getvalue(), durable=False)
         with self._lock:
             self._bytes += buffer.tell() - self._files.pop(target, 0)

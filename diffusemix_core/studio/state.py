@@ -18,6 +18,7 @@ from .dataset import DatasetRuns
 from .explore import Explore
 from .measure import PromptStudy
 from .exports import Exports
+from .jobs import Jobs
 from .model import ModelHolder
 from .prompts import PromptEditor
 from .served import ResultCache, StageFiles
@@ -55,3 +56,4 @@ class Studio:
         self.exports = Exports(self.workspace, config.exports_dir)
         self.prompt_study = PromptStudy(self.workspace, self.datasets.folder, config.exports_dir / "prompt-study",
                                         self.fractals, device=config.device)
+        self.jobs = Jobs(self.workspace, device=config.device)  # scoring from the app (jobs.py)

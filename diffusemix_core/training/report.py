@@ -122,6 +122,7 @@ def summary_markdown(rows: list[dict], class_rows: list[dict], arms: Sequence[Ar
     weights = "ImageNet weights" if s.pretrained else "from scratch"
     k = len(seeds)
     seed_text = f"seed {seeds[0]}" if k == 1 else f"{k} seeds ({seeds[0]}–{seeds[-1]}): weights, order and draws"
+    top5 = facts['classes'] > 5  # with 5 classes or fewer, top-5 is always 100%: not shown
     lines = [
         "# DiffuseMix training comparison",
         "",
@@ -135,9 +136,9 @@ def summary_markdown(rows: list[dict], class_rows: list[dict], arms: Sequence[Ar
         f"λ={lam} unless the arm's name says otherwise, " + (f"JSD on (weight {s.jsd_weight:g})" if s.jsd
                                                               else "JSD off"),
         "",
-        "| arm | train pool | final top-1 (%) | best top-1 (%) | final top-5 (%) | gain vs baseline (points, 95% "
-        "interval) | train time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| arm | train pool | final top-1 (%) | best top-1 (%) |" + (" final top-5 (%) |" if top5 else "")
+        + " gain vs baseline (points, 95% interval) | train time (s) |",
+        "|---|---:|---:|---:|" + ("---:|" if top5 else "") + "---:|---:|",
     ]
     for arm in names:
         final = final_rows(rows, arm)
@@ -147,9 +148,9 @@ def summary_markdown(rows: list[dict], class_rows: list[dict], arms: Sequence[Ar
         best = _best_by_seed(rows, arm)
         gain = gains[arm].text() if arm in gains else "–"
         seconds = sum(x["seconds"] for x in rows if x["arm"] == arm)
+        top5_cell = f" {_mean_sd_text([r['top5'] for r in final.values()])} |" if top5 else ""
         lines.append(f"| {arm} | {pools[arm]} | {_mean_sd_text([r['top1'] for r in final.values()])} | "
-                     f"{_mean_sd_text(list(best.values()))} | "
-                     f"{_mean_sd_text([r['top5'] for r in final.values()])} | {gain} | {seconds:.1f} |")
+                     f"{_mean_sd_text(list(best.values()))} |{top5_cell} {gain} | {seconds:.1f} |")
     lines += ["", _verdicts(gains, k), ""]
     if class_rows:
         lines += _per_class_table(class_rows, names)

@@ -271,7 +271,7 @@ def _export_files(workspace: Path, export_dir: Path, status: str, source_ids: se
     """Export the augmentations as files with the workspace's own export and list them back from metadata.csv."""
     from ..workspace.folder import Workspace
 
-    Workspace(workspace, create=False).export(export_dir, status=status, overwrite=overwrite)
+    Workspace(workspace, create=False).export(export_dir, status=status, overwrite=overwrite, purpose="training")
     with open(export_dir / "metadata.csv", newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r["kind"] == "augmented"]
     # labels come from metadata.csv's label column (folder names are sanitised); app-saved records are left out,
@@ -366,8 +366,9 @@ def _train_one(arm: Arm, dataset, val: ImageFiles, classes: Sequence[str], per_e
         by_class = [{"arm": name, "seed": seed, "epoch": epoch, "class": c, "correct": correct[i],
                      "images": counts[i], "top1": round(100.0 * correct[i] / counts[i], 4) if counts[i] else 0.0}
                     for i, c in enumerate(classes)]
+        top5_text = f", top-5 {top5:.2f}%" if len(classes) > 5 else ""  # with 5 classes or fewer it is always 100%
         tqdm.write(f"{name:>8} seed {seed} epoch {epoch}/{s.epochs}: loss {row['loss']:.4f}, val loss "
-                   f"{row['val_loss']:.4f}, top-1 {top1:.2f}%, top-5 {top5:.2f}% ({row['seconds']:.1f} s)")
+                   f"{row['val_loss']:.4f}, top-1 {top1:.2f}%{top5_text} ({row['seconds']:.1f} s)")
         yield row, by_class
 
 

@@ -26,8 +26,9 @@ CSS = """
 footer {display: none !important;}
 #curate-gallery .thumbnail-item img {object-position: top;}
 .hint {font-size: 0.85em; opacity: 0.8;}
-#curate-gallery .caption-label {white-space: normal; max-width: none; left: 0; right: 0; bottom: 0;
+#curate-gallery .caption-label, .group-gallery .caption-label {white-space: normal; max-width: none; left: 0; right: 0; bottom: 0;
   font-size: 11px; line-height: 1.25; border-radius: 0;}
+#review-panel img {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;}
 #bulk-confirm, #h-confirm, #auto-confirm {border-left: 4px solid #dc2626; padding-left: 0.6em; align-items: center;}
 """
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\"/]+/)+([^\s'\"/]*)")

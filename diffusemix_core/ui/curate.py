@@ -32,6 +32,8 @@ from ..workspace.manifest import STATUSES
 from .common import STAGE_LABELS, cell_of_row, show_errors
 from .curate_map import build_map
 from .curate_rules import ask, build_rules, cancel, confirm
+from .groups import build_groups
+from .review import build_review
 
 __all__ = ["build_curate"]
 
@@ -39,10 +41,14 @@ PER_PAGE = 40  # tiles per Curate page (8 rows of 5): only the page's rows are r
 VERB = {"approved": "approve", "rejected": "reject"}
 
 
-def build_curate(studio: Studio, demo: gr.Blocks) -> None:
-    """Lay out and wire the tab (inside the Blocks)."""
+def build_curate(studio: Studio, demo: gr.Blocks) -> SimpleNamespace:
+    """Lay out and wire the tab (inside the Blocks); gives the *Open in Explore* button and the viewed id (the
+    app wires them to Explore)."""
     ws = studio.workspace
     with gr.Tab("Curate", id="curate"):
+        st = SimpleNamespace(query=gr.State(None), page=gr.State(0), ids=gr.State([]),  # the filter and page shown
+                             selection=gr.State(selections.Selection()), bulk=gr.State(None),  # a counted BulkPlan
+                             viewed=gr.State(None))  # the id of the augmentation viewed
         with gr.Row(equal_height=True):
             f_label = gr.Dropdown(["all"], value="all", label="Label", allow_custom_value=True, elem_id="f-label")
             f_prompt = gr.Dropdown(["all"], value="all", label="Prompt", allow_custom_value=True, elem_id="f-prompt")
@@ -57,6 +63,8 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> None:
                         gr.Slider(0, 1, value=0, step=0.01, label="drift ≥", elem_id="f-min-drift"),
                         gr.Slider(0, 1, value=1, step=0.01, label="drift ≤", elem_id="f-max-drift")]
         cmap = build_map(studio)  # the embedding map; a box dragged over it narrows the query (curate_map.py)
+        review = build_review(studio, st)  # one by one, with keys (review.py)
+        grouped = build_groups(studio, st)  # by source, with the I ↔ A slider (groups.py)
         with gr.Row():
             with gr.Column(scale=3):
                 page_md = gr.Markdown(elem_id="curate-page")
@@ -93,6 +101,7 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> None:
                             c_select = gr.Button("Select / unselect", min_width=90, elem_id="toggle-select")
                             c_approve = gr.Button("Approve this", min_width=90, elem_id="approve-this")
                             c_reject = gr.Button("Reject this", min_width=90, elem_id="reject-this")
+                            c_open = gr.Button("Open in Explore", min_width=90, elem_id="open-in-explore")
                         item_msg = gr.Markdown(elem_id="item-msg")
                 c_stages = []
                 for names in (STAGE_NAMES[:3], STAGE_NAMES[3:]):
@@ -104,9 +113,6 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> None:
                                         elem_id="curate-scores")
                 c_history = gr.Dataframe(headers=details.HISTORY_COLUMNS, label="Decision history",
                                          interactive=False, elem_id="curate-history")
-        st = SimpleNamespace(query=gr.State(None), page=gr.State(0), ids=gr.State([]),  # the filter and page shown
-                             selection=gr.State(selections.Selection()), bulk=gr.State(None),  # a counted BulkPlan
-                             viewed=gr.State(None))  # the id of the augmentation viewed
         rules = build_rules(studio, st)
         c_table = gr.Dataframe(headers=pages.TABLE_COLUMNS, label="This page as a table (click a row to view it)",
                                interactive=False, wrap=True, max_height=420, elem_id="curate-table")
@@ -197,6 +203,10 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> None:
                  inputs=[*same_page, cmap.color], outputs=[*page_outputs, *cmap.outputs], api_visibility="private")
     show_view = dict(fn=show_errors(view, 9, 11), inputs=[view_id, st.selection], outputs=view_outputs,
                      api_visibility="private")
+    # after a bulk decision or an undo, the item viewed shows its new status, history and selection mark
+    view_again = dict(fn=lambda viewed, selection: view(viewed, selection) if viewed not in (None, "") else
+                      (gr.skip(),) * len(view_outputs), inputs=[st.viewed, st.selection], outputs=view_outputs,
+                      api_visibility="private")
     # the named events first: a private event of the same function would take the name
     rules.wire_named()
     follow = cmap.wire(st, narrowed, curate_outputs, rules.show_hist, demo, refresh_btn)
@@ -223,13 +233,17 @@ def build_curate(studio: Studio, demo: gr.Blocks) -> None:
         button.click(show_errors(plan_bulk(status, which), 3, 4), [st.query, st.selection],
                      [st.bulk, bulk_q, bulk_row, curate_msg], api_name=f"plan_{VERB[status]}_{which}")
     bulk_yes.click(show_errors(confirm(studio), 0, 4), st.bulk, [curate_msg, st.bulk, bulk_row, st.selection],
-                   api_name="confirm_bulk", concurrency_limit=4).then(**again).then(**rules.show_hist)
+                   api_name="confirm_bulk", concurrency_limit=4).then(**again).then(**view_again
+                                                                     ).then(**rules.show_hist)
     bulk_no.click(cancel, None, [curate_msg, st.bulk, bulk_row], api_visibility="private")
     for button, status in ((c_approve, "approved"), (c_reject, "rejected")):
         button.click(show_errors(review_this(status), 0, 1), st.viewed, item_msg, api_name=f"{VERB[status]}_this",
                      concurrency_limit=4).then(**again).then(**show_view)
     undo_btn.click(show_errors(undo_review, 0, 1), None, curate_msg, api_name="undo_review"
-                   ).then(**again).then(**rules.show_hist)
+                   ).then(**again).then(**view_again).then(**rules.show_hist)
     rules.wire(again)
     demo.load(filter_choices, None, [f_label, f_prompt], api_visibility="private")
     demo.load(refresh, filters, curate_outputs, api_visibility="private").then(**follow).then(**rules.show_hist)
+    review.wire(demo)
+    grouped.wire()
+    return SimpleNamespace(open_btn=c_open, viewed=st.viewed, item_msg=item_msg)

@@ -26,7 +26,7 @@ __all__ = ["ask", "build_rules", "cancel", "confirm"]
 def ask(plan) -> tuple:
     """(plan, question, confirm row, message) of a counted decision; nothing to confirm when it is empty."""
     if not plan.count:
-        left_out = f" ({plan.left_out} selected no longer match the filter)" if plan.left_out else ""
+        left_out = f" ({plan.left_out_text()})" if plan.left_out else ""
         return None, "", gr.Row(visible=False), f"Nothing to change: no augmentation {plan.what}{left_out}."
     return plan, plan.question(), gr.Row(visible=True), ""
 

@@ -6,8 +6,10 @@ the workspace, cancel it; pick a preset and see a run's cost before it starts. N
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 
 from ..studio.model import APP_PRESETS
+from ..studio.run_table import RUN_TABLE_COLUMNS, run_table as run_table_rows
 from ..studio.state import Studio
 from .common import MODEL_QUEUE, cell_of_row, error_to_gradio
 
@@ -61,7 +63,10 @@ def build_dataset(studio: Studio, demo: gr.Blocks) -> None:
         estimate_msg = gr.Markdown(elem_id="estimate-msg")
         estimate_json = gr.JSON(visible=False)
         run_msg = gr.Markdown(elem_id="run-msg")
-        run_json = gr.JSON(label="Run summary", elem_id="run-summary")
+        run_table = gr.Dataframe(headers=RUN_TABLE_COLUMNS, label="Run summary", interactive=False, wrap=True,
+                                 elem_id="run-table")
+        with gr.Accordion("Run summary as JSON", open=False):
+            run_json = gr.JSON(label="Run summary", elem_id="run-summary")
         api_only = gr.Button(visible=False)  # the named endpoint /run_dataset
 
     # ---------------------------------------------------------------------------------------------- callbacks
@@ -111,5 +116,7 @@ def build_dataset(studio: Studio, demo: gr.Blocks) -> None:
                   **model_events
                   ).success(error_to_gradio(run_dataset_preset), [*run_inputs, feather, preset], run_outputs,
                             api_name="run_dataset_preset", **model_events)
+    run_json.change(lambda info: pd.DataFrame(run_table_rows(info), columns=RUN_TABLE_COLUMNS), run_json, run_table,
+                    api_visibility="private", queue=False)
     cancel_btn.click(cancel_run, None, run_msg, api_name="cancel_run", queue=False)
     demo.load(runs.uploads_table, None, uploads_outputs, api_visibility="private")

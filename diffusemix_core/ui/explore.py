@@ -57,7 +57,8 @@ def build_explore(studio: Studio, status_md: gr.Markdown) -> SimpleNamespace:
                 with gr.Row():
                     approve_btn = gr.Button("Approve", elem_id="approve")
                     reject_btn = gr.Button("Reject", variant="stop", elem_id="reject")
-                result_id = gr.Textbox(label="Result id (for /remix)", interactive=False, max_lines=1)
+                result_id = gr.Textbox(label="Result id (type ws-N and Enter to open augmentation N)", max_lines=1,
+                                       elem_id="result-id")
                 save_msg = gr.Markdown(elem_id="save-msg")
                 final_full = gr.DownloadButton("Download A at full size", size="sm", elem_id="download-final")
         with gr.Row(equal_height=True):
@@ -89,15 +90,31 @@ def build_explore(studio: Studio, status_md: gr.Markdown) -> SimpleNamespace:
 
     def approve(result_id, lam, mask, fractal, fractal_upload, label):
         """Approve the result as shown: a message naming the workspace id."""
-        return explore.decide("approved", result_id, lam, mask, fractal, fractal_upload, label)
+        return scored(explore.decide("approved", result_id, lam, mask, fractal, fractal_upload, label))
 
     def reject(result_id, lam, mask, fractal, fractal_upload, label):
         """Reject the result as shown: a message naming the workspace id."""
-        return explore.decide("rejected", result_id, lam, mask, fractal, fractal_upload, label)
+        return scored(explore.decide("rejected", result_id, lam, mask, fractal, fractal_upload, label))
+
+    def scored(message: str) -> str:
+        """A saved item gets the scores the rest of the workspace has, in the background (the Jobs tab lists it)."""
+        studio.jobs.score_saved()
+        return message
 
     def download_final(result_id, lam, mask, fractal, fractal_upload):
         """A at full size as shown (the stage images are capped at a display size)."""
         return explore.final_full(result_id, lam, mask, fractal, fractal_upload)
+
+    def open_result(result_id):
+        """Show a result as it was made (a workspace item 'ws-N', or a recent 'r-…'): its stages and choices."""
+        result_id = (result_id or "").strip()
+        return explore.view(result_id, explore.record(result_id)) if result_id else (gr.skip(),) * 7
+
+    def prepare_download(result_id, lam, mask, fractal, fractal_upload):
+        """The download button holds A at full size as shown now, so one click serves it."""
+        if not result_id:
+            return gr.DownloadButton(value=None)
+        return gr.DownloadButton(value=explore.final_full(result_id, lam, mask, fractal, fractal_upload))
 
     def pick_from_grid(ids: list[str], evt: gr.SelectData):
         return (*explore.view(ids[evt.index], explore.record(ids[evt.index])), ids[evt.index])
@@ -133,8 +150,14 @@ def build_explore(studio: Studio, status_md: gr.Markdown) -> SimpleNamespace:
     grid.select(error_to_gradio(pick_from_grid), grid_ids, [*stage_outputs, result_id], api_visibility="private")
     choices_json.change(drawn, choices_json, [drawn_md, prompt_dd, mask_dd, fractal_dd], api_visibility="private",
                         queue=False)  # after Generate, a re-mix, a grid pick
+    # A at full size is prepared as soon as A changes: a click downloads the A shown (not the one before)
+    choices_json.change(show_errors(prepare_download, 0, 1), remix_inputs, final_full, api_visibility="private",
+                        concurrency_limit=4, show_progress="hidden")
+    show_result = dict(fn=show_errors(open_result, 7, 8, clears=True), inputs=result_id,
+                       outputs=[*stage_outputs, explore_msg], api_visibility="private")
+    result_id.submit(**show_result)
     decide_inputs = [result_id, lam, mask_dd, fractal_dd, fractal_up, label_in]
     approve_btn.click(error_to_gradio(approve), decide_inputs, save_msg, api_name="approve", concurrency_limit=8)
     reject_btn.click(error_to_gradio(reject), decide_inputs, save_msg, api_name="reject", concurrency_limit=8)
-    final_full.click(error_to_gradio(download_final), decide_inputs[:5], final_full, api_name="download_final")
-    return SimpleNamespace(prompt_dd=prompt_dd)
+    api_only.click(error_to_gradio(download_final), decide_inputs[:5], final_full, api_name="download_final")
+    return SimpleNamespace(prompt_dd=prompt_dd, result_id=result_id, show_result=show_result)

@@ -29,7 +29,8 @@ def build_prompts(studio: Studio, demo: gr.Blocks, prompt_dd: gr.Dropdown) -> No
     with gr.Tab("Prompt library", id="prompts") as prompts_tab:
         with gr.Row():
             with gr.Column(scale=1):
-                gr.Markdown("Edit prompts in the table (tick *enabled*), then **Save**. Used by every later run.")
+                gr.Markdown("Edit prompts in the table (tick *enabled*), then **Save**; **Add** and **Delete** save the table "
+                            "at once. Used by every later run.", elem_id="prompts-hint")
                 table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "bool", "str", "str"], interactive=True,
                                      static_columns=[2, 3], label="Prompts", elem_id="prompt-table")
                 template = gr.Textbox(label="Template (exactly one {prompt})")
@@ -127,7 +128,9 @@ def build_prompts(studio: Studio, demo: gr.Blocks, prompt_dd: gr.Dropdown) -> No
         view = report_views.report_view(studio.workspace, by_class=bool(by_class), metric=metric, label=label)
         title = report_views.REPORT_METRICS[metric] + ("" if label in (None, "", "all") else f" · class {label}")
         title += " · untrained scorer" if view.untrained else ""
-        plot = gr.BarPlot(value=pd.DataFrame(view.bars, columns=["prompt", "value", "label"]), title=title,
+        # float values even when there are none: a first empty answer must not make the axis categorical
+        bars = pd.DataFrame(view.bars, columns=["prompt", "value", "label"]).astype({"value": "float64"})
+        plot = gr.BarPlot(value=bars, title=title,
                           y_title=report_views.REPORT_METRICS[metric])
         labels, _ = query_filters.filter_choices(studio.workspace)
         return (pd.DataFrame(view.rows, columns=view.headers), plot, view.note, gr.Dropdown(choices=["all", *labels]))

@@ -71,8 +71,9 @@ class ExportResult:
 def export_workspace(manifest: Manifest, store: ImageStore, to: str | Path, *, status: str = "approved",
                      include_originals: bool = False, make_zip: bool | str | Path = False, overwrite: bool = False,
                      label: str | None = None, prompt: str | None = None,
-                     max_drift: float | None = None) -> ExportResult:
-    """Write the augmentations of the workspace (`manifest` and `store`) that match the filters into `to`."""
+                     max_drift: float | None = None, purpose: str = "user") -> ExportResult:
+    """Write the augmentations of the workspace (`manifest` and `store`) that match the filters into `to`.
+    `purpose` "training" marks the export arm of ``train`` (recorded, but not counted as a user's export)."""
     if status != "all":
         check_status(status)
     workspace = store.root.resolve()
@@ -104,7 +105,7 @@ def export_workspace(manifest: Manifest, store: ImageStore, to: str | Path, *, s
         _remember_temp_folder(manifest, zip_path.parent.resolve())
         _zip_folder(target, zip_path)
     filters = {"status": status, "label": label, "prompt": prompt, "max_drift": max_drift,
-               "include_originals": include_originals}
+               "include_originals": include_originals, "purpose": purpose}
     with manifest.session() as db, write(db):
         export_id = db["exports"].insert(
             {"created_at": now(), "path": str(target), "zip_path": str(zip_path) if zip_path else None,

@@ -84,6 +84,10 @@ def _chunks(values: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
 
 
 # ------------------------------------------------------------------------------------------------ the manifest
+# an export a person asked for (``train`` records its export arm with the purpose "training")
+USER_EXPORT = "coalesce(json_extract(filters, '$.purpose'), 'user') = 'user'"
+
+
 class Manifest:
     """One ``manifest.sqlite``. Every method opens its own connection unless given one (``db=``)."""
 
@@ -348,10 +352,13 @@ class Manifest:
                 "generations": q("SELECT count(*) FROM generations")[0][0],
                 "failures": failures,
                 "drift": {"mean": drift[0], "max": drift[1]},
-                "exports": q("SELECT count(*) FROM exports")[0][0],
+                "exports": q(f"SELECT count(*) FROM exports WHERE {USER_EXPORT}")[0][0],
+                "training_exports": q(f"SELECT count(*) FROM exports WHERE NOT {USER_EXPORT}")[0][0],
                 "runs": q("SELECT count(*) FROM runs")[0][0],
             }
 
-    def list_exports(self) -> list[dict]:
+    def list_exports(self, *, training: bool = True) -> list[dict]:
+        """Every export, oldest first (`training` False: without the export arms of ``train``)."""
         with self.session() as db:
-            return list(db.query("SELECT * FROM exports ORDER BY id"))
+            return list(db.query("SELECT * FROM exports" + ("" if training else f" WHERE {USER_EXPORT}")
+                                 + " ORDER BY id"))
