@@ -319,7 +319,7 @@ def test_plan_selected_leaves_alone_what_the_filter_no_longer_shows(own_ws):
     selection = Selection().add(pending[0], pending[1], 2)  # 2 was rejected: not shown by status pending
     plan = decision_plans.plan_selected(own_ws, CurationQuery(status="pending"), selection, "rejected")
     assert sorted(plan.ids) == sorted(pending[:2]) and plan.left_out == 1
-    assert "1 selected no longer match the filter" in plan.question()
+    assert "1 selected item is left alone: the filter no longer matches it (#2 is rejected now)" in plan.question()
     with pytest.raises(BadArgumentError, match="nothing is selected"):
         decision_plans.plan_selected(own_ws, CurationQuery(), Selection(), "rejected")
     empty = decision_plans.DecisionPlan("rejected", (), "from the selection")

@@ -173,13 +173,13 @@ def test_10_history_status_and_top5(tmp_path):
 
 @pytest.mark.parametrize("classes", [3, 6])
 def test_10_train_reports_top5_only_with_six_classes_or_more(classes):
+    from diffusemix_core.training.arms import Arm
     from diffusemix_core.training.report import summary_markdown
     from diffusemix_core.training.settings import TrainSettings
 
-    rows = [{"arm": "baseline", "epoch": 1, "loss": 1.0, "val_loss": 1.0, "top1": 50.0, "top5": 100.0,
-             "train_images": 4, "seconds": 1.0}]
-    originals = type("Originals", (), {"classes": [f"c{i}" for i in range(classes)], "sources_with_generated": 0,
-                                       "generated_counts": np.zeros(2), "__len__": lambda self: 4})()
-    text = summary_markdown(rows, ["baseline"], {"baseline": [0] * 4}, originals, [0] * 10, Path("ws"), Path("val"),
-                            TrainSettings(), "cpu")
+    rows = [{"arm": "baseline", "seed": 0, "epoch": 1, "p": 0.0, "loss": 1.0, "val_loss": 1.0, "top1": 50.0,
+             "top5": 100.0, "train_images": 4, "seconds": 1.0}]
+    facts = {"workspace": Path("ws"), "sources": 4, "classes": classes, "with_generated": 0, "generated": 0,
+             "val_dir": Path("val"), "val": 10, "device": "cpu"}
+    text = summary_markdown(rows, [], [Arm("baseline", "baseline")], {"baseline": 4}, facts, TrainSettings(), [0])
     assert ("top-5" in text) == (classes >= 6)
