@@ -11,7 +11,7 @@ from numbers import Integral
 
 from .errors import BadArgumentError, DiffuseMixError
 
-__all__ = ["check_int", "check_name", "format_size", "is_unsafe_char"]
+__all__ = ["check_int", "check_name", "format_duration", "format_size", "is_unsafe_char"]
 
 # Unicode categories a name (a class label, a prompt) must not hold: control characters (NUL, newline, tab),
 # format characters (the direction overrides U+202A-U+202E and U+2066-U+2069, zero-width characters), surrogates,
@@ -68,3 +68,19 @@ def format_size(n: int | float) -> str:
         if abs(round(value, 1)) < 1000:
             return f"{value:.1f} {unit}"
     return f"{value / 1000:.1f} TB"
+
+
+def format_duration(seconds: float | None) -> str:
+    """Seconds in words: 0.031 s, 4.2 s, 3m05s, 2h07m, 3d04h."""
+    if seconds is None:
+        return "unknown"
+    if seconds < 10:
+        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
+    whole = int(seconds + 0.5)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..checks import format_duration
 from ..engine.generation import GenerationRequest, GenerationSettings
 from ..engine.images import image_key, load_image
 from ..engine.presets import PRESETS, apply_preset, faster_preset
@@ -134,20 +135,7 @@ class Estimate:
                 f"evaluations each{time_words}")
 
 
-def format_duration(seconds: float | None) -> str:
-    """Seconds in words: 0.031 s, 4.2 s, 3m05s, 2h07m, 3d04h."""
-    if seconds is None:
-        return "unknown"
-    if seconds < 10:
-        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
-    whole = int(seconds + 0.5)
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
 
 
 # ------------------------------------------------------------------------------------------------ the estimate

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from ..checks import format_duration
 from ..engine.images import IGNORED_DIRS, IMAGE_EXTENSIONS
 from ..errors import BadArgumentError
 from ..workspace.labels import label_folders, read_label
@@ -166,14 +167,10 @@ class RunProgress:
 
     def describe(self) -> str:
         eta = self.eta_seconds
-        left = "" if eta is None else f", {_duration(eta)} left"
+        left = "" if eta is None else f", {format_duration(eta)} left"
         return f"{self.done}/{self.total} augmentations, {self.rate:.2f}/s{left}"
 
 
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 # ------------------------------------------------------------------------------------------------ the run

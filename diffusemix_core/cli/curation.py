@@ -193,8 +193,7 @@ def run_report(args: argparse.Namespace) -> int:
     from ..curation.queries import REPORT_COLUMNS, prompt_report
     from ..curation.scores import latest_scorer
     from ..workspace.folder import Workspace
-    from ..workspace.prompt_gains import latest_prompt_gains
-    from .prompts import gain_text
+    from ..workspace.prompt_gains import describe_gain, latest_prompt_gains
 
     workspace = Workspace(args.workspace, create=False)
     if args.probe:
@@ -211,9 +210,9 @@ def run_report(args: argparse.Namespace) -> int:
     gains = {} if args.by_class else latest_prompt_gains(workspace)
     if gains:  # what training measured per prompt (train --per-prompt), beside the scores
         columns = columns + ["gain"]
-        rows = [{**r, "gain": gain_text(gains.get(r["prompt"])), "gain_low": (gains.get(r["prompt"]) or {}).get("low"),
-                 "gain_high": (gains.get(r["prompt"]) or {}).get("high"),
-                 "gain_mean": (gains.get(r["prompt"]) or {}).get("gain")} for r in rows]
+        measured = [gains.get(r["prompt"]) for r in rows]
+        rows = [{**r, "gain": describe_gain(g), "gain_low": (g or {}).get("low"), "gain_high": (g or {}).get("high"),
+                 "gain_mean": (g or {}).get("gain")} for r, g in zip(rows, measured)]
     _print_table(columns, rows, 2 if args.by_class else 1)
     if args.csv is not None:
         _write_csv(args.csv, [c for c in REPORT_COLUMNS if args.by_class or c != "label"]

@@ -13,7 +13,7 @@ import sys
 
 from .args import add_workspace_argument
 
-__all__ = ["add_subcommand", "gain_text", "run_prompts"]
+__all__ = ["add_subcommand", "run_prompts"]
 
 
 def add_subcommand(subparsers) -> None:
@@ -36,18 +36,10 @@ def add_subcommand(subparsers) -> None:
     p.set_defaults(func=run_prompts)
 
 
-def gain_text(row: dict | None) -> str:
-    """'+1.23 [-0.50, +2.96] (3 seeds)', '+1.23 (1 seed, no interval)' or '-' when never measured."""
-    if row is None:
-        return "-"
-    if row["low"] is None:
-        return f"{row['gain']:+.2f} (1 seed, no interval)"
-    return f"{row['gain']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}] ({row['repeats']} seeds)"
-
 
 def run_prompts(args: argparse.Namespace) -> int:
     from ..workspace.folder import Workspace
-    from ..workspace.prompt_gains import disable_prompts, harmful_prompts, latest_prompt_gains
+    from ..workspace.prompt_gains import describe_gain, disable_prompts, harmful_prompts, latest_prompt_gains
 
     workspace = Workspace(args.workspace, create=False)
     library = workspace.manifest.get_prompt_library()
@@ -58,8 +50,8 @@ def run_prompts(args: argparse.Namespace) -> int:
     for entry in library.entries:
         row = alone.get(entry.text)
         measured = f"{row['model']}, {row['epochs']} epochs, {row['created_at'][:10]}" if row else "-"
-        table.append(["yes" if entry.enabled else "no", entry.text, gain_text(row), gain_text(loo.get(entry.text)),
-                      measured])
+        table.append(["yes" if entry.enabled else "no", entry.text, describe_gain(row),
+                      describe_gain(loo.get(entry.text)), measured])
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
@@ -72,7 +64,7 @@ def run_prompts(args: argparse.Namespace) -> int:
         return 0
     print(f"\n{len(harmful)} prompt(s) make the model worse beyond the noise:")
     for row in harmful:
-        print(f"  {row['prompt']}: {gain_text(row)}")
+        print(f"  {row['prompt']}: {describe_gain(row)}")
     if not args.yes:
         try:
             answer = input(f"disable {'it' if len(harmful) == 1 else 'them'}? [y/N] ")

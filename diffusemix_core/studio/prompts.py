@@ -16,9 +16,9 @@ from ..curation.queries import prompt_report
 from ..engine.prompts import PromptEntry, PromptLibrary
 from ..errors import BadArgumentError, BadPromptError
 from ..workspace.folder import Workspace
-from ..workspace.prompt_gains import disable_prompts, harmful_prompts, latest_prompt_gains
+from ..workspace.prompt_gains import describe_gain, disable_prompts, harmful_prompts, latest_prompt_gains
 
-__all__ = ["TABLE_HEADERS", "PromptEditor", "gain_cell", "library_to_table", "table_rows", "table_to_library"]
+__all__ = ["TABLE_HEADERS", "PromptEditor", "library_to_table", "table_rows", "table_to_library"]
 
 # the editor's columns: the two edited ones, then what was measured (read-only)
 TABLE_HEADERS = ["prompt", "enabled", "measured gain (95% CI)", "label p(A)"]
@@ -57,14 +57,6 @@ def library_to_table(library: PromptLibrary) -> list[list]:
     return [[entry.text, bool(entry.enabled)] for entry in library.entries]
 
 
-def gain_cell(row: dict | None) -> str:
-    """'+1.2 [-0.5, +3.0] ×3' (seeds), '+1.2 (1 seed)' or '–' when never measured."""
-    if row is None:
-        return "–"
-    if row["low"] is None:
-        return f"{row['gain']:+.1f} (1 seed)"
-    return f"{row['gain']:+.1f} [{row['low']:+.1f}, {row['high']:+.1f}] ×{row['repeats']}"
-
 
 class PromptEditor:
     """The workspace's prompt library, edited through the table (every later run uses what is saved)."""
@@ -81,7 +73,7 @@ class PromptEditor:
         library = library if library is not None else self.library()
         gains = latest_prompt_gains(self.workspace)
         consistency = {r["prompt"]: r["mean_label_prob"] for r in prompt_report(self.workspace)}
-        return [[e.text, bool(e.enabled), gain_cell(gains.get(e.text)),
+        return [[e.text, bool(e.enabled), describe_gain(gains.get(e.text), compact=True),
                  "–" if consistency.get(e.text) is None else f"{consistency[e.text]:.2f}"] for e in library.entries]
 
     def harmful(self) -> tuple[list[str], str]:
@@ -90,7 +82,7 @@ class PromptEditor:
         if not rows:
             return [], ("No harmful prompt: none has a measured gain below 0 with its 95% interval below 0 "
                         "(measure with several seeds below, or `train --per-prompt --repeats 3`).")
-        listed = "\n".join(f"- **{r['prompt']}**: {gain_cell(r)}" for r in rows)
+        listed = "\n".join(f"- **{r['prompt']}**: {describe_gain(r, compact=True)}" for r in rows)
         return [r["prompt"] for r in rows], (f"{len(rows)} prompt(s) make the model worse beyond the noise:"
                                              f"\n\n{listed}\n\nDisable them? They stay in the library.")
 

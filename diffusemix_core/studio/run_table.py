@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..bulk.estimate import format_duration
+from ..checks import format_duration
 from ..checks import format_size
 
 __all__ = ["RUN_TABLE_COLUMNS", "duration_text", "run_table"]

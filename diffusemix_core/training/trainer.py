@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..checks import check_int
+from ..checks import check_int, format_duration
 from ..engine.devices import resolve_device
 from ..engine.fractals import FractalLibrary
 from ..errors import BadArgumentError, DiffuseMixError, WorkspaceError
@@ -191,22 +191,12 @@ class Clock:
         elapsed = time.perf_counter() - self.started
         left = self.seconds_left()
         if self.done == 1:
-            tqdm.write(f"estimate from the first epoch: {_duration(elapsed)} per arm-epoch, so about "
-                       f"{_duration(elapsed * self.total)} for all {self.total}")
-        tqdm.write(f"  [{self.done}/{self.total} arm-epochs, about {_duration(left)} left]")
+            tqdm.write(f"estimate from the first epoch: {format_duration(elapsed)} per arm-epoch, so about "
+                       f"{format_duration(elapsed * self.total)} for all {self.total}")
+        tqdm.write(f"  [{self.done}/{self.total} arm-epochs, about {format_duration(left)} left]")
         if self.on_epoch is not None:
             self.on_epoch(row, self.done, self.total, left)
 
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, float(seconds))
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _finish(out, rows, class_rows, plan, pools, classes, seeds, s, workspace, val_dir, originals, val, device,

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..engine.prompts import PromptLibrary
     from .folder import Workspace
 
-__all__ = ["GAIN_KINDS", "disable_prompts", "harmful_prompts", "latest_prompt_gains", "record_prompt_gains"]
+__all__ = ["GAIN_KINDS", "describe_gain", "disable_prompts", "harmful_prompts", "latest_prompt_gains", "record_prompt_gains"]
 
 GAIN_KINDS = ("alone", "leave-one-out")
 
@@ -60,3 +60,17 @@ def disable_prompts(workspace: Workspace, texts: Iterable[str]) -> PromptLibrary
             entry.enabled = False
     workspace.manifest.set_prompt_library(library)
     return library
+
+
+def describe_gain(row: dict | None, *, compact: bool = False) -> str:
+    """A stored gain in words: '+1.23 [-0.50, +2.96] (3 seeds)' / '+1.23 (1 seed, no interval)' / '-' when never
+    measured; ``compact`` (a table cell): '+1.2 [-0.5, +3.0] ×3' / '+1.2 (1 seed)' / '–'."""
+    if row is None:
+        return "–" if compact else "-"
+    if compact:
+        if row["low"] is None:
+            return f"{row['gain']:+.1f} (1 seed)"
+        return f"{row['gain']:+.1f} [{row['low']:+.1f}, {row['high']:+.1f}] ×{row['repeats']}"
+    if row["low"] is None:
+        return f"{row['gain']:+.2f} (1 seed, no interval)"
+    return f"{row['gain']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}] ({row['repeats']} seeds)"
